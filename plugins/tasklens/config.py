@@ -1,0 +1,189 @@
+"""One cached accessor per ``[tasklens]`` configuration key.
+
+Values come from Airflow's configuration (``airflow.cfg`` section ``[tasklens]`` or
+``AIRFLOW__TASKLENS__<KEY>`` environment variables). Every accessor is cached; tests call
+:func:`reset` after changing the environment.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from tasklens.exceptions import ConfigError
+
+__all__ = [
+    "airflow_home",
+    "base_url",
+    "delivery_budget_s",
+    "dispatch_interval_s",
+    "dispatcher_enabled",
+    "enabled",
+    "events_backup_count",
+    "events_max_bytes",
+    "events_path",
+    "http_timeout_s",
+    "reconcile_interval_s",
+    "reset",
+    "rules_file",
+    "slack_conn_id",
+    "smtp_conn_id",
+    "spark_master",
+    "store_url",
+    "templates_dir",
+]
+
+SECTION = "tasklens"
+_F = TypeVar("_F", bound=Callable[..., Any])
+_cached: list[Any] = []
+
+
+def _conf() -> Any:
+    # The task SDK's parser works in worker-only installs; core's is the same file elsewhere.
+    try:
+        from airflow.sdk.configuration import conf
+    except ImportError:  # pragma: no cover - core-only environments
+        from airflow.configuration import conf
+    return conf
+
+
+def _get(key: str, default: str | None = None, section: str = SECTION) -> str | None:
+    value = _conf().get(section, key, fallback=None)
+    if value is None or value == "":
+        return default
+    return str(value)
+
+
+def _cache(func: _F) -> _F:
+    cached = functools.cache(func)
+    _cached.append(cached)
+    return cached  # type: ignore[return-value]
+
+
+def reset() -> None:
+    """Forget every cached value (after changing configuration in tests)."""
+    for func in _cached:
+        func.cache_clear()
+
+
+def _as_float(key: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = _get(key)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError("[tasklens]", key, f"{raw!r} is not a number", f"set {key} to a number such as {default}")
+    if value < minimum:
+        raise ConfigError("[tasklens]", key, f"{value} is below {minimum}", f"set {key} to at least {minimum}")
+    return value
+
+
+def _as_bool(key: str, default: bool) -> bool:
+    raw = _get(key)
+    if raw is None:
+        return default
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError("[tasklens]", key, f"{raw!r} is not a boolean", f"set {key} to true or false")
+
+
+@_cache
+def airflow_home() -> Path:
+    return Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow")
+
+
+@_cache
+def enabled() -> bool:
+    """Master switch: ``false`` turns every tasklens hook into a no-op."""
+    return _as_bool("enabled", True)
+
+
+@_cache
+def store_url() -> str:
+    return _get("store_url") or f"sqlite:///{airflow_home() / 'tasklens.db'}"
+
+
+@_cache
+def events_path() -> Path | None:
+    """JSON Lines event stream; an explicitly empty value turns it off."""
+    raw = _conf().get(SECTION, "events_path", fallback=None)
+    if raw is None:
+        return airflow_home() / "logs" / "tasklens" / "events.jsonl"
+    return Path(raw) if raw.strip() else None
+
+
+@_cache
+def events_max_bytes() -> int:
+    return int(_as_float("events_max_bytes", 50 * 1024 * 1024, minimum=1024))
+
+
+@_cache
+def events_backup_count() -> int:
+    return int(_as_float("events_backup_count", 5, minimum=0))
+
+
+@_cache
+def rules_file() -> Path | None:
+    raw = _get("rules_file")
+    return Path(raw) if raw else None
+
+
+@_cache
+def templates_dir() -> Path | None:
+    """Directory whose Jinja templates override the built-in message templates."""
+    raw = _get("templates_dir")
+    return Path(raw) if raw else None
+
+
+@_cache
+def slack_conn_id() -> str:
+    return _get("slack_conn_id", "tasklens_slack") or "tasklens_slack"
+
+
+@_cache
+def smtp_conn_id() -> str:
+    return _get("smtp_conn_id", "tasklens_smtp") or "tasklens_smtp"
+
+
+@_cache
+def base_url() -> str:
+    return (_get("base_url") or _get("base_url", section="api") or "http://localhost:8080").rstrip("/")
+
+
+@_cache
+def http_timeout_s() -> float:
+    """Timeout of every network call a channel makes."""
+    return _as_float("http_timeout_s", 10.0, minimum=0.1)
+
+
+@_cache
+def delivery_budget_s() -> float:
+    """How long a task process may spend on an inline delivery attempt before leaving it to the dispatcher."""
+    return _as_float("delivery_budget_ms", 0.0) / 1000.0
+
+
+@_cache
+def dispatcher_enabled() -> bool:
+    """Run the outbox dispatcher inside the api-server (plugin app lifespan)."""
+    return _as_bool("dispatcher_enabled", True)
+
+
+@_cache
+def dispatch_interval_s() -> float:
+    return _as_float("dispatch_interval_s", 1.0, minimum=0.05)
+
+
+@_cache
+def reconcile_interval_s() -> float:
+    return _as_float("reconcile_interval_s", 10.0, minimum=0.5)
+
+
+@_cache
+def spark_master() -> str:
+    return _get("spark_master", "local[*]") or "local[*]"

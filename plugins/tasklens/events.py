@@ -1,0 +1,260 @@
+"""TaskEvent: the one typed record every tasklens stage consumes.
+
+This is the only module that reads Airflow task-instance objects. It accepts the worker's
+``RuntimeTaskInstance``, the scheduler's / api-server's ORM ``TaskInstance`` and a callback
+``context`` and turns each into the same frozen :class:`TaskEvent`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import traceback as tb
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+__all__ = [
+    "EVENT_KINDS",
+    "SCHEMA_VERSION",
+    "TaskEvent",
+    "from_context",
+    "from_task_instance",
+    "redact",
+    "state_name",
+]
+
+SCHEMA_VERSION = 1
+EventKind = Literal["running", "success", "failed", "up_for_retry", "skipped", "killed"]
+EVENT_KINDS: tuple[str, ...] = ("running", "success", "failed", "up_for_retry", "skipped", "killed")
+Source = Literal["worker", "scheduler", "api", "callback", "reconciler", "test"]
+
+MAX_MESSAGE_CHARS = 2_000
+MAX_TRACEBACK_CHARS = 8_000
+_TRUNCATED = "…[truncated]"
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskEvent:
+    """One task lifecycle transition. ``to_dict()`` is the JSON Lines schema (``schema_version`` 1)."""
+
+    event: str
+    dag_id: str
+    task_id: str
+    run_id: str
+    ts: str = dataclasses.field(default_factory=lambda: _iso(datetime.now(timezone.utc)))
+    map_index: int = -1
+    try_number: int = 1
+    max_tries: int | None = None
+    state: str | None = None
+    previous_state: str | None = None
+    operator: str | None = None
+    owner: str | None = None
+    queue: str | None = None
+    pool: str | None = None
+    hostname: str | None = None
+    duration_s: float | None = None
+    start_date: str | None = None
+    end_date: str | None = None
+    log_url: str | None = None
+    exception_type: str | None = None
+    exception_message: str | None = None
+    traceback: str | None = None
+    reason: str | None = None
+    next_retry_at: str | None = None
+    dag_tags: tuple[str, ...] = ()
+    source: str = "worker"
+
+    @property
+    def attempt_key(self) -> tuple[str, str, str, int, int]:
+        """Identity of one task attempt: the unit tasklens reports at most once per event kind."""
+        return (self.dag_id, self.task_id, self.run_id, self.map_index, self.try_number)
+
+    @property
+    def is_failure(self) -> bool:
+        return self.event in ("failed", "killed")
+
+    @property
+    def retries_left(self) -> bool:
+        return self.event == "up_for_retry"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["dag_tags"] = list(self.dag_tags)
+        return {"schema_version": SCHEMA_VERSION, **data}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskEvent:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["dag_tags"] = tuple(kwargs.get("dag_tags") or ())
+        return cls(**kwargs)
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat()
+
+
+def _text(value: Any, limit: int) -> str:
+    """Bounded, valid-UTF-8 text: 1 MB messages and lone surrogates are stored safely."""
+    if isinstance(value, bytes):
+        text = value.decode("utf-8", errors="replace")
+    else:
+        text = str(value)
+    text = text.encode("utf-8", errors="replace").decode("utf-8")
+    if len(text) > limit:
+        text = text[: limit - len(_TRUNCATED)] + _TRUNCATED
+    return text
+
+
+def _tail(value: str, limit: int) -> str:
+    """Keep the end of a traceback: the raising frame is what people need."""
+    value = _text(value, len(value) + 1)
+    if len(value) > limit:
+        return _TRUNCATED + value[-(limit - len(_TRUNCATED)) :]
+    return value
+
+
+def redact(value: Any) -> Any:
+    """Apply Airflow's secrets maskers (task SDK and core) to ``value``."""
+    for module in ("airflow.sdk._shared.secrets_masker", "airflow._shared.secrets_masker"):
+        try:
+            masker = __import__(module, fromlist=["redact"])
+            value = masker.redact(value)
+        except Exception:  # noqa: S112 - an unavailable masker must not stop the event
+            continue
+    return value
+
+
+def _exception_fields(error: BaseException | str | None) -> dict[str, str | None]:
+    if error is None:
+        return {"exception_type": None, "exception_message": None, "traceback": None}
+    if isinstance(error, BaseException):
+        formatted = "".join(tb.format_exception(type(error), error, error.__traceback__))
+        return {
+            "exception_type": type(error).__name__,
+            "exception_message": _text(redact(str(error)), MAX_MESSAGE_CHARS),
+            "traceback": _tail(redact(formatted), MAX_TRACEBACK_CHARS),
+        }
+    # The scheduler passes the failure reason as a string ("killed externally", ...).
+    return {
+        "exception_type": None,
+        "exception_message": _text(redact(str(error)), MAX_MESSAGE_CHARS),
+        "traceback": None,
+    }
+
+
+def state_name(value: Any) -> str | None:
+    """``TaskInstanceState.FAILED`` or ``"failed"`` -> ``"failed"``."""
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))
+
+
+def _task_fields(task: Any) -> dict[str, Any]:
+    if task is None:
+        return {}
+    dag = getattr(task, "dag", None)
+    tags = getattr(dag, "tags", None) or ()
+    return {
+        "operator": getattr(task, "task_type", None) or type(task).__name__,
+        "owner": getattr(task, "owner", None),
+        "pool": getattr(task, "pool", None),
+        "dag_tags": tuple(sorted(str(t) for t in tags)),
+    }
+
+
+def _duration(start: datetime | None, end: datetime | None, fallback: Any = None) -> float | None:
+    if start is not None and end is not None:
+        return round((end - start).total_seconds(), 6)
+    return float(fallback) if isinstance(fallback, (int, float)) else None
+
+
+def _log_url(ti: Any) -> str | None:
+    try:
+        url = ti.log_url
+        return str(url) if url else None
+    except Exception:
+        return None
+
+
+def from_task_instance(
+    event: str,
+    task_instance: Any,
+    *,
+    previous_state: Any = None,
+    error: BaseException | str | None = None,
+    source: str = "worker",
+    reason: str | None = None,
+) -> TaskEvent:
+    """Build an event from a worker ``RuntimeTaskInstance`` or an ORM ``TaskInstance``.
+
+    Fields a task instance lacks (a mapped task, a manual state change) stay ``None``.
+    """
+    ti = task_instance
+    task = getattr(ti, "task", None)
+    start = getattr(ti, "start_date", None)
+    end = getattr(ti, "end_date", None)
+    if end is None and event != "running":
+        end = datetime.now(timezone.utc)
+    fields = _task_fields(task)
+    if not fields.get("operator"):
+        fields["operator"] = getattr(ti, "operator", None)
+    if not fields.get("pool"):
+        fields["pool"] = getattr(ti, "pool", None)
+    map_index = getattr(ti, "map_index", -1)
+    return TaskEvent(
+        event=event,
+        dag_id=str(ti.dag_id),
+        task_id=str(ti.task_id),
+        run_id=str(ti.run_id),
+        map_index=-1 if map_index is None else int(map_index),
+        try_number=int(getattr(ti, "try_number", None) or 1),
+        max_tries=getattr(ti, "max_tries", None),
+        state=state_name(getattr(ti, "state", None)) or event,
+        previous_state=state_name(previous_state),
+        queue=getattr(ti, "queue", None),
+        hostname=getattr(ti, "hostname", None) or socket.gethostname(),
+        duration_s=_duration(start, end, getattr(ti, "duration", None)) if event != "running" else None,
+        start_date=_iso(start),
+        end_date=_iso(end) if event != "running" else None,
+        log_url=_log_url(ti),
+        reason=reason,
+        source=source,
+        **fields,
+        **_exception_fields(error),
+    )
+
+
+def from_context(
+    event: str,
+    context: Mapping[str, Any],
+    *,
+    source: str = "callback",
+    reason: str | None = None,
+) -> TaskEvent:
+    """Build an event from a callback ``context`` (``on_failure_callback`` and friends).
+
+    The heartbeat-timeout path runs callbacks without ``exception``; the event then carries
+    ``reason`` instead.
+    """
+    ti = context.get("ti") or context.get("task_instance")
+    error = context.get("exception")
+    if ti is None:
+        dag_run = context.get("dag_run")
+        task = context.get("task")
+        return TaskEvent(
+            event=event,
+            dag_id=str(getattr(dag_run, "dag_id", None) or getattr(task, "dag_id", "unknown")),
+            task_id=str(getattr(task, "task_id", "unknown")),
+            run_id=str(context.get("run_id") or getattr(dag_run, "run_id", "unknown")),
+            source=source,
+            reason=reason,
+            **_task_fields(task),
+            **_exception_fields(error),
+        )
+    return from_task_instance(event, ti, error=error, source=source, reason=reason)

@@ -1,0 +1,33 @@
+"""Typed errors raised inside tasklens; only the Airflow-facing edge catches them."""
+
+from __future__ import annotations
+
+__all__ = ["TasklensError", "ConfigError", "StoreError", "DeliveryError"]
+
+
+class TasklensError(Exception):
+    """Base class of every error tasklens raises on purpose."""
+
+
+class ConfigError(TasklensError):
+    """Bad configuration: says which file and key are wrong and how to fix it.
+
+    >>> raise ConfigError("rules.yml", "routes[0].channels", "unknown channel 'slak'", "use one of: slack, email")
+    """
+
+    def __init__(self, source: str, key: str, problem: str, fix: str) -> None:
+        self.source, self.key, self.problem, self.fix = source, key, problem, fix
+        super().__init__(f"{source}: {key}: {problem}. Fix: {fix}")
+
+
+class StoreError(TasklensError):
+    """The alert store could not be reached or written."""
+
+
+class DeliveryError(TasklensError):
+    """A channel could not deliver a message; ``retryable`` says whether trying again may help."""
+
+    def __init__(self, message: str, *, retryable: bool = True, retry_after_s: float | None = None) -> None:
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
