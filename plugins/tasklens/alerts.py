@@ -1,0 +1,91 @@
+"""The alert data model shared by rules, routing, the store and the channels (pure data, no I/O)."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = ["Alert", "AlertKind", "Delivery", "Severity", "Status", "fingerprint"]
+
+
+class Severity(str, enum.Enum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return ("info", "warning", "critical").index(self.value)
+
+
+class Status(str, enum.Enum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+    MUTED = "muted"
+
+
+class AlertKind(str, enum.Enum):
+    FAILURE = "failure"  # final failure of a task attempt
+    RETRY = "retry"  # attempt failed, a retry is scheduled
+    KILLED = "killed"  # attempt killed outside Python (SIGKILL/OOM, worker lost, heartbeat timeout)
+    DURATION = "duration"  # task ran longer than its threshold
+    METRIC = "metric"  # a task-emitted metric crossed its threshold
+    CUSTOM = "custom"  # raised by task code (tasklens.alert / AlertOperator)
+    RESOLVE = "resolve"  # the condition behind earlier alerts of this fingerprint cleared
+
+
+def fingerprint(*parts: Any) -> str:
+    """Stable identity of "the same problem": dag_id + task_id + rule (+ exception type for failures)."""
+    joined = "\x1f".join("" if p is None else str(p) for p in parts)
+    return hashlib.sha256(joined.encode("utf-8", errors="replace")).hexdigest()[:32]
+
+
+@dataclasses.dataclass(frozen=True)
+class Alert:
+    """One alert occurrence produced by a rule. The store folds occurrences with the same
+    ``fingerprint`` into one alert record; ``kind == RESOLVE`` closes the open record instead."""
+
+    fingerprint: str
+    rule: str
+    kind: AlertKind
+    severity: Severity
+    title: str
+    summary: str
+    dag_id: str
+    task_id: str | None = None
+    run_id: str | None = None
+    map_index: int = -1
+    try_number: int | None = None
+    max_tries: int | None = None
+    exception_type: str | None = None
+    exception_message: str | None = None
+    log_url: str | None = None
+    template: str | None = None
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    data: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    occurred_at: str = dataclasses.field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+
+    @property
+    def occurrence_key(self) -> tuple[str, str, str | None, str | None, int, int | None]:
+        """One occurrence per task attempt and rule, whoever reports it (listener, callback, reconciler)."""
+        return (self.rule, self.dag_id, self.task_id, self.run_id, self.map_index, self.try_number)
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    """Where routing sends an alert: one channel target, with the route's timing knobs."""
+
+    route: str
+    channel: str  # channel name from the rules file, e.g. "slack_data_eng"
+    channel_type: str  # "slack" | "email"
+    group_key: str  # alerts with the same key within group_wait_s go out as one digest
+    group_wait_s: float = 0.0
+    repeat_interval_s: float = 3600.0
+    escalate_after_s: float | None = None
+    escalation_channels: tuple[str, ...] = ()
+    fallback_channels: tuple[str, ...] = ()
