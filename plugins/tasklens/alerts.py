@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["Alert", "AlertKind", "Delivery", "Severity", "Status", "fingerprint"]
+__all__ = ["Alert", "AlertKind", "AlertSnapshot", "Delivery", "Notification", "Severity", "Status", "fingerprint"]
 
 
 class Severity(str, enum.Enum):
@@ -89,3 +89,25 @@ class Delivery:
     escalate_after_s: float | None = None
     escalation_channels: tuple[str, ...] = ()
     fallback_channels: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class AlertSnapshot:
+    """What a message shows about one stored alert: its latest occurrence and its record's state."""
+
+    id: int
+    alert: Alert
+    status: Status
+    occurrences: int
+    first_seen: str
+    last_seen: str
+    alert_url: str | None = None  # the tasklens UI page of this alert
+
+
+@dataclasses.dataclass(frozen=True)
+class Notification:
+    """One message to one channel. ``digest`` groups several alerts of one DAG run (group_wait)."""
+
+    kind: str  # "alert" | "digest" | "resolve" | "escalation" | "test"
+    channel: str
+    items: tuple[AlertSnapshot, ...]

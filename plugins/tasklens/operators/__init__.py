@@ -1,0 +1,1 @@
+"""Operators that carry tasklens monitoring (Spark jobs, data quality, explicit alerts)."""
