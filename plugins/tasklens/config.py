@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, NamedTuple, TypeVar
 
 from tasklens.exceptions import ConfigError
 
@@ -31,6 +31,7 @@ __all__ = [
     "slack_conn_id",
     "smtp_conn_id",
     "spark_master",
+    "statsd_settings",
     "store_url",
     "templates_dir",
 ]
@@ -187,3 +188,31 @@ def reconcile_interval_s() -> float:
 @_cache
 def spark_master() -> str:
     return _get("spark_master", "local[*]") or "local[*]"
+
+
+class StatsdSettings(NamedTuple):
+    """Airflow's own ``[metrics]`` StatsD settings, which tasklens reuses."""
+
+    on: bool
+    host: str
+    port: int
+    prefix: str
+    ipv6: bool
+
+
+@_cache
+def statsd_settings() -> StatsdSettings:
+    """``[metrics] statsd_on/statsd_host/statsd_port/statsd_prefix/statsd_ipv6`` (Airflow's section, not ours)."""
+    conf = _conf()
+    raw_port = conf.get("metrics", "statsd_port", fallback="8125") or "8125"
+    try:
+        port = int(raw_port)
+    except ValueError:
+        raise ConfigError("[metrics]", "statsd_port", f"{raw_port!r} is not a port number", "set statsd_port to e.g. 8125")
+    return StatsdSettings(
+        on=conf.getboolean("metrics", "statsd_on", fallback=False),
+        host=conf.get("metrics", "statsd_host", fallback="localhost") or "localhost",
+        port=port,
+        prefix=conf.get("metrics", "statsd_prefix", fallback="airflow") or "",
+        ipv6=conf.getboolean("metrics", "statsd_ipv6", fallback=False),
+    )
