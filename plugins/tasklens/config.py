@@ -18,6 +18,7 @@ __all__ = [
     "airflow_home",
     "base_url",
     "delivery_budget_s",
+    "delivery_max_age_s",
     "dispatch_interval_s",
     "dispatcher_enabled",
     "enabled",
@@ -30,7 +31,11 @@ __all__ = [
     "rules_file",
     "slack_conn_id",
     "smtp_conn_id",
+    "spark_conf",
+    "spark_conn_id",
     "spark_master",
+    "spark_shuffle_partitions",
+    "spark_ui_port",
     "statsd_settings",
     "store_url",
     "templates_dir",
@@ -176,6 +181,12 @@ def dispatcher_enabled() -> bool:
 
 
 @_cache
+def delivery_max_age_s() -> float:
+    """How long the dispatcher retries a failed delivery before it goes to the fallback channels."""
+    return _as_float("delivery_max_age_s", 3600.0, minimum=1.0)
+
+
+@_cache
 def dispatch_interval_s() -> float:
     return _as_float("dispatch_interval_s", 1.0, minimum=0.05)
 
@@ -208,7 +219,9 @@ def statsd_settings() -> StatsdSettings:
     try:
         port = int(raw_port)
     except ValueError:
-        raise ConfigError("[metrics]", "statsd_port", f"{raw_port!r} is not a port number", "set statsd_port to e.g. 8125")
+        raise ConfigError(
+            "[metrics]", "statsd_port", f"{raw_port!r} is not a port number", "set statsd_port to e.g. 8125"
+        ) from None
     return StatsdSettings(
         on=conf.getboolean("metrics", "statsd_on", fallback=False),
         host=conf.get("metrics", "statsd_host", fallback="localhost") or "localhost",
@@ -216,3 +229,39 @@ def statsd_settings() -> StatsdSettings:
         prefix=conf.get("metrics", "statsd_prefix", fallback="airflow") or "",
         ipv6=conf.getboolean("metrics", "statsd_ipv6", fallback=False),
     )
+
+
+@_cache
+def spark_ui_port() -> int | None:
+    """Port of the Spark UI for local sessions; empty (default) keeps the UI off."""
+    port = int(_as_float("spark_ui_port", 0, minimum=0))
+    return port or None
+
+
+@_cache
+def spark_shuffle_partitions() -> int:
+    """``spark.sql.shuffle.partitions`` for local sessions (the Spark default of 200 is slow on small data)."""
+    return int(_as_float("spark_shuffle_partitions", 4, minimum=1))
+
+
+@_cache
+def spark_conf() -> dict[str, str]:
+    """Extra Spark configuration as a JSON object, e.g. ``{"spark.driver.memory": "2g"}``."""
+    import json
+
+    raw = _get("spark_conf")
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ConfigError("[tasklens]", "spark_conf", f"{raw!r} is not a JSON object", 'use e.g. {"spark.driver.memory": "2g"}')
+    return {str(k): str(v) for k, v in value.items()}
+
+
+@_cache
+def spark_conn_id() -> str | None:
+    """Airflow connection (Spark type) giving the master; its extra ``{"tasklens-submit": true}`` selects spark-submit."""
+    return _get("spark_conn_id")

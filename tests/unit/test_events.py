@@ -1,0 +1,176 @@
+"""TaskEvent building from worker, ORM and callback objects."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import pytest
+
+from tasklens import events
+from tasklens.events import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, TaskEvent
+
+START = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+class FakeTask:
+    task_type = "PythonOperator"
+    owner = "data-platform"
+    pool = "default_pool"
+
+    def __init__(self, dag_tags: tuple[str, ...] = ("b", "a")) -> None:
+        self.dag = SimpleNamespace(tags=set(dag_tags))
+
+
+class RuntimeTaskInstance:
+    """Shaped like the task SDK's RuntimeTaskInstance (the worker's object)."""
+
+    def __init__(self, **overrides):
+        self.dag_id = "dag.with.dots"
+        self.task_id = "task-with-dash"
+        self.run_id = "manual__2024-05-01T12:00:00+00:00"
+        self.map_index = -1
+        self.try_number = 2
+        self.max_tries = 3
+        self.state = "running"
+        self.start_date = START
+        self.end_date = None
+        self.hostname = "worker-1"
+        self.queue = "default"
+        self.task = FakeTask()
+        self.log_url = "http://airflow/log"
+        self.__dict__.update(overrides)
+
+
+class OrmTaskInstance:
+    """Shaped like airflow.models.TaskInstance as the scheduler passes it (no ``task``, an ``operator`` column)."""
+
+    def __init__(self, **overrides):
+        self.dag_id = "etl"
+        self.task_id = "load"
+        self.run_id = "scheduled__2024"
+        self.map_index = 4
+        self.try_number = 1
+        self.max_tries = 0
+        self.state = SimpleNamespace(value="failed")  # an enum-like state
+        self.start_date = START
+        self.end_date = START + timedelta(seconds=90)
+        self.operator = "BashOperator"
+        self.pool = "etl_pool"
+        self.duration = 90.0
+        self.__dict__.update(overrides)
+
+    @property
+    def log_url(self):
+        raise RuntimeError("no [api] base_url in this process")
+
+
+def test_worker_ti_gives_identity_task_fields_and_sorted_tags():
+    """A RuntimeTaskInstance-like object yields ids, try numbers, operator/owner/pool and sorted DAG tags."""
+    event = events.from_task_instance("running", RuntimeTaskInstance())
+    assert (event.dag_id, event.task_id, event.try_number, event.max_tries) == (
+        "dag.with.dots",
+        "task-with-dash",
+        2,
+        3,
+    )
+    assert (event.operator, event.owner, event.pool, event.dag_tags) == (
+        "PythonOperator",
+        "data-platform",
+        "default_pool",
+        ("a", "b"),
+    )
+    assert event.duration_s is None and event.end_date is None
+    assert event.start_date == START.isoformat()
+    assert event.source == "worker" and event.log_url == "http://airflow/log"
+
+
+def test_orm_ti_without_task_uses_columns_and_survives_broken_log_url():
+    """An ORM TaskInstance without ``task`` takes operator/pool from columns; a raising log_url becomes None."""
+    event = events.from_task_instance("failed", OrmTaskInstance(), error="killed externally", source="scheduler")
+    assert (event.operator, event.pool, event.owner) == ("BashOperator", "etl_pool", None)
+    assert event.state == "failed" and event.map_index == 4
+    assert event.duration_s == 90.0 and event.log_url is None
+    assert event.exception_type is None and event.exception_message == "killed externally"
+    assert event.source == "scheduler"
+
+
+def test_missing_fields_fall_back_to_defaults():
+    """A bare object with only ids still builds an event: try 1, map_index -1, state = event kind."""
+    bare = SimpleNamespace(dag_id="d", task_id="t", run_id="r", map_index=None, try_number=None)
+    event = events.from_task_instance("skipped", bare)
+    assert (event.try_number, event.map_index, event.state, event.operator) == (1, -1, "skipped", None)
+    assert event.hostname  # falls back to this machine's name
+
+
+def test_exception_text_is_bounded_and_traceback_keeps_its_end():
+    """A 1 MB message is cut to MAX_MESSAGE_CHARS and a long traceback keeps the raising frame."""
+    try:
+        raise ValueError("x" * 1_000_000)
+    except ValueError as exc:
+        error = exc
+    event = events.from_task_instance("failed", RuntimeTaskInstance(), error=error)
+    assert event.exception_type == "ValueError"
+    assert len(event.exception_message) == MAX_MESSAGE_CHARS
+    assert event.exception_message.endswith("[truncated]")
+    assert len(event.traceback) <= MAX_TRACEBACK_CHARS
+    assert event.traceback.rstrip().endswith("x")  # the tail, where the message and raising frame are
+
+
+def test_invalid_utf8_in_exception_text_is_replaced():
+    """Lone surrogates and undecodable bytes in a message become valid UTF-8 that serialises to JSON."""
+    error = RuntimeError(b"\xff\xfe bad bytes".decode("utf-8", errors="surrogateescape"))
+    event = events.from_task_instance("failed", RuntimeTaskInstance(), error=error)
+    event.exception_message.encode("utf-8")  # would raise on a lone surrogate
+    assert "bad bytes" in event.exception_message
+    json.loads(json.dumps(event.to_dict(), ensure_ascii=False))
+
+
+def test_registered_secret_is_masked_in_message_and_traceback():
+    """A value registered with Airflow's secrets masker never appears in the event."""
+    from airflow.sdk._shared.secrets_masker import mask_secret
+
+    mask_secret("s3cr3t-token-value")
+    try:
+        raise ConnectionError("login failed with s3cr3t-token-value")
+    except ConnectionError as exc:
+        error = exc
+    event = events.from_task_instance("failed", RuntimeTaskInstance(), error=error)
+    assert "s3cr3t-token-value" not in event.exception_message
+    assert "s3cr3t-token-value" not in event.traceback
+    assert "***" in event.exception_message
+
+
+def test_context_without_ti_uses_dag_run_and_task():
+    """A callback context without ``ti`` (heartbeat-timeout path) still names the DAG, task and run."""
+    context = {
+        "dag_run": SimpleNamespace(dag_id="etl", run_id="r9"),
+        "task": SimpleNamespace(task_id="load", task_type="BashOperator", owner="ops", pool="p", dag=None),
+    }
+    event = events.from_context("failed", context, reason="heartbeat timeout")
+    assert (event.dag_id, event.task_id, event.run_id, event.reason) == ("etl", "load", "r9", "heartbeat timeout")
+    assert event.source == "callback" and event.exception_message is None
+
+
+def test_context_with_ti_and_exception():
+    """A callback context with ``ti`` and ``exception`` builds the same event as the listener would."""
+    event = events.from_context("failed", {"ti": RuntimeTaskInstance(), "exception": KeyError("k")})
+    assert event.exception_type == "KeyError" and event.task_id == "task-with-dash"
+
+
+def test_to_dict_round_trips_and_carries_schema_version():
+    """``to_dict`` has ``schema_version`` and ``from_dict`` rebuilds an equal event, ignoring unknown keys."""
+    event = events.from_task_instance("success", RuntimeTaskInstance(end_date=START + timedelta(seconds=3)))
+    data = event.to_dict()
+    assert data["schema_version"] == events.SCHEMA_VERSION
+    assert data["duration_s"] == 3.0
+    assert TaskEvent.from_dict({**json.loads(json.dumps(data)), "unknown": 1}) == event
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, None), ("failed", "failed"), (SimpleNamespace(value="up_for_retry"), "up_for_retry")]
+)
+def test_state_name_accepts_enums_and_strings(value, expected):
+    """``state_name`` normalises enum members and plain strings."""
+    assert events.state_name(value) == expected
