@@ -1,0 +1,437 @@
+"""The dispatcher: drains the store's outbox to Slack and email.
+
+One pass (:meth:`Dispatcher.run_once`):
+
+1. queues escalations of alerts still open past their route's ``escalate_after``;
+2. claims due deliveries (safe with several dispatchers: claims are leases in the store);
+3. groups the claimed deliveries by (channel, message kind, group_key) into one message each (a digest when it
+   holds several alerts; at most ``digest_max_items`` per message);
+4. rate-limits per channel target (Slack: ``rate_limit_per_s`` of the channel, 1/s by default; a 429's
+   ``Retry-After`` blocks that channel for that long) by handing deliveries back untried;
+5. sends; a retryable failure is retried with exponential backoff + jitter until ``max_age_s`` after the delivery
+   was queued, then (or at once for a non-retryable failure) the delivery is dead: the alert is flagged
+   ``undelivered`` with the last error and goes to the route's fallback channels. Nothing is dropped silently:
+   dead deliveries stay in the store (``tasklens replay`` re-queues them).
+
+Runs in the api-server (:func:`start_background_dispatcher`, from the plugin app's lifespan) and as
+``python -m tasklens dispatch``. Clock, sleep and randomness are injectable so tests never wait for real backoff.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from tasklens.alerts import Notification
+from tasklens.exceptions import DeliveryError
+from tasklens.store import ClaimedDelivery, Store, worker_name
+
+__all__ = [
+    "DispatchReport",
+    "Dispatcher",
+    "DispatcherSettings",
+    "RateLimiter",
+    "deliver_now",
+    "dispatcher_state",
+    "start_background_dispatcher",
+    "stop_background_dispatcher",
+]
+
+log = logging.getLogger(__name__)
+
+_MESSAGE_KIND = {"alert": "alert", "repeat": "alert", "escalation": "escalation", "resolve": "resolve"}
+
+
+@dataclasses.dataclass(frozen=True)
+class DispatcherSettings:
+    """Timing knobs of the dispatcher (defaults from ``[tasklens]`` via :meth:`from_config`)."""
+
+    claim_limit: int = 500
+    lease_s: float = 120.0
+    max_age_s: float = 3600.0  # retry a delivery this long, then fall back
+    backoff_initial_s: float = 2.0
+    backoff_max_s: float = 300.0
+    backoff_jitter_s: float = 1.0
+    digest_max_items: int = 50
+    default_rate_per_s: Mapping[str, float] = dataclasses.field(
+        default_factory=lambda: {"slack": 1.0, "email": 5.0}
+    )
+    timeout_s: float | None = None  # per network call; None = [tasklens] http_timeout_s
+
+    @classmethod
+    def from_config(cls) -> DispatcherSettings:
+        from tasklens import config
+
+        return cls(max_age_s=config.delivery_max_age_s(), timeout_s=config.http_timeout_s())
+
+
+@dataclasses.dataclass
+class DispatchReport:
+    """What one pass did."""
+
+    messages_sent: int = 0
+    deliveries_sent: int = 0
+    failed: int = 0  # deliveries that failed and will be retried
+    dead: int = 0  # deliveries given up on (fallback queued, alert flagged undelivered)
+    deferred: int = 0  # handed back untried (rate limit, Retry-After, waiting for the alert before its resolve)
+    escalations_queued: int = 0
+    errors: list[str] = dataclasses.field(default_factory=list)
+
+    def merge(self, other: DispatchReport) -> None:
+        for field in ("messages_sent", "deliveries_sent", "failed", "dead", "deferred", "escalations_queued"):
+            setattr(self, field, getattr(self, field) + getattr(other, field))
+        self.errors.extend(other.errors)
+
+
+class RateLimiter:
+    """Per-channel spacing of messages: ``1 / rate`` seconds apart, and nothing before a 429's Retry-After."""
+
+    def __init__(self) -> None:
+        self._next_allowed: dict[str, datetime] = {}
+
+    def delay_s(self, channel: str, now: datetime) -> float:
+        allowed = self._next_allowed.get(channel)
+        return max(0.0, (allowed - now).total_seconds()) if allowed else 0.0
+
+    def sent(self, channel: str, now: datetime, rate_per_s: float) -> None:
+        if rate_per_s > 0:
+            self._block(channel, now + timedelta(seconds=1.0 / rate_per_s))
+
+    def blocked_until(self, channel: str, until: datetime) -> None:
+        self._block(channel, until)
+
+    def _block(self, channel: str, until: datetime) -> None:
+        current = self._next_allowed.get(channel)
+        if current is None or until > current:
+            self._next_allowed[channel] = until
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelConfig:
+    type: str
+    options: Mapping[str, Any]
+    rate_per_s: float | None = None
+
+
+def channel_config_from_ruleset(name: str) -> ChannelConfig | None:
+    """The rules file's settings of channel ``name`` (``None`` when it is not there or cannot be loaded)."""
+    try:
+        from tasklens import config
+
+        ruleset = config.ruleset()
+    except Exception:
+        log.warning("tasklens: could not load the rules file; channel %r uses its defaults", name, exc_info=True)
+        return None
+    channel = (getattr(ruleset, "channels", None) or {}).get(name)
+    if channel is None:
+        return None
+    if dataclasses.is_dataclass(channel):
+        options = dataclasses.asdict(channel)  # type: ignore[arg-type]
+    else:
+        options = dict(channel)
+    rate = options.pop("rate_limit_per_s", None)
+    channel_type = str(options.pop("type", None) or options.pop("channel_type", None) or name)
+    return ChannelConfig(type=channel_type, options=options, rate_per_s=float(rate) if rate is not None else None)
+
+
+def _build_channel(name: str, channel_type: str, options: Mapping[str, Any]) -> Any:
+    from tasklens.channels import build_channel
+
+    return build_channel(name, channel_type, options)
+
+
+class Dispatcher:
+    """Drains the outbox of ``store``. ``clock`` returns aware UTC datetimes; ``sleep`` waits in real runs."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        settings: DispatcherSettings | None = None,
+        clock: Callable[[], datetime] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        channel_config: Callable[[str], ChannelConfig | None] = channel_config_from_ruleset,
+        channel_factory: Callable[[str, str, Mapping[str, Any]], Any] = _build_channel,
+        base_url: str | None = None,
+        worker: str | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings or DispatcherSettings()
+        self.clock = clock or store.clock
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.channel_config = channel_config
+        self.channel_factory = channel_factory
+        self.base_url = base_url
+        self.worker = worker or worker_name()
+        self.limiter = RateLimiter()
+        self.totals = DispatchReport()
+        self.last_error_by_channel: dict[str, str] = {}
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+
+    def _config(self, name: str, fallback_type: str) -> ChannelConfig:
+        found = self.channel_config(name)
+        return found if found is not None else ChannelConfig(type=fallback_type, options={})
+
+    def _rate(self, name: str, cfg: ChannelConfig) -> float:
+        if cfg.rate_per_s is not None:
+            return cfg.rate_per_s
+        return float(self.settings.default_rate_per_s.get(cfg.type, 0.0))
+
+    def channel_type_of(self, name: str) -> str:
+        """Type of channel ``name`` (rules file; a name like ``slack``/``email`` stands for its own type)."""
+        return self._config(name, name if name in ("slack", "email") else "slack").type
+
+    def backoff_s(self, attempts: int) -> float:
+        """Exponential backoff with jitter after ``attempts`` failed attempts (1 -> ~initial)."""
+        base = self.settings.backoff_initial_s * (2 ** max(0, attempts - 1))
+        return min(self.settings.backoff_max_s, base) + self.rng.uniform(0, self.settings.backoff_jitter_s)
+
+    def _base_url(self) -> str | None:
+        if self.base_url is not None:
+            return self.base_url
+        try:
+            from tasklens import config
+
+            return config.base_url()
+        except Exception:
+            return None
+
+    # -- one pass --------------------------------------------------------------------------------------------
+
+    def run_once(self, *, ids: Sequence[int] | None = None, timeout_s: float | None = None) -> DispatchReport:
+        """Deliver everything that is due now (or only ``ids``). Raises only if the store is unreachable."""
+        report = DispatchReport()
+        now = self.clock()
+        if ids is None:
+            report.escalations_queued = len(self.store.queue_escalations(now=now, channel_types=self.channel_type_of))
+        claimed = self.store.claim(
+            self.worker, limit=self.settings.claim_limit, lease_s=self.settings.lease_s, now=now, ids=ids
+        )
+        groups: dict[tuple[str, str, str, str], list[ClaimedDelivery]] = collections.OrderedDict()
+        for delivery in claimed:
+            kind = _MESSAGE_KIND.get(delivery.kind, "alert")
+            key = (delivery.channel, delivery.channel_type, kind, delivery.group_key)
+            groups.setdefault(key, []).append(delivery)
+        for (channel, channel_type, kind, _group), members in groups.items():
+            if kind == "resolve":
+                members = self._resolves_ready(members, report)
+            limit = max(1, self.settings.digest_max_items)
+            for start in range(0, len(members), limit):
+                self._send_group(channel, channel_type, kind, members[start : start + limit], report, timeout_s)
+        self.totals.merge(report)
+        return report
+
+    def _resolves_ready(self, members: list[ClaimedDelivery], report: DispatchReport) -> list[ClaimedDelivery]:
+        """A resolve notice waits until the alert it resolves has gone out on that channel."""
+        ready = []
+        for delivery in members:
+            due = self.store.pending_delivery_before(delivery.alert_id, delivery.channel, delivery.id)
+            if due is None:
+                ready.append(delivery)
+                continue
+            later = max(due, self.clock()) + timedelta(seconds=1)
+            self.store.release([delivery.id], next_attempt_at=later)
+            report.deferred += 1
+        return ready
+
+    def _send_group(
+        self,
+        channel: str,
+        channel_type: str,
+        kind: str,
+        members: list[ClaimedDelivery],
+        report: DispatchReport,
+        timeout_s: float | None,
+    ) -> None:
+        if not members:
+            return
+        ids = [m.id for m in members]
+        now = self.clock()
+        wait = self.limiter.delay_s(channel, now)
+        if wait > 0:
+            self.store.release(ids, next_attempt_at=now + timedelta(seconds=wait))
+            report.deferred += len(ids)
+            return
+        cfg = self._config(channel, channel_type)
+        try:
+            snapshots = self.store.snapshots([m.alert_id for m in members], base_url=self._base_url())
+            items = tuple(snapshots[m.alert_id] for m in members if m.alert_id in snapshots)
+            # One alert stored twice in a group (a repeat next to the alert) is shown once.
+            unique = tuple({item.id: item for item in items}.values())
+            message_kind = "digest" if kind == "alert" and len(unique) > 1 else kind
+            notification = Notification(kind=message_kind, channel=channel, items=unique)
+            target = self.channel_factory(channel, cfg.type or channel_type, cfg.options)
+            timeout = timeout_s if timeout_s is not None else self.settings.timeout_s
+            target.send(notification, timeout_s=timeout)
+        except DeliveryError as exc:
+            self._failed(channel, members, exc, report)
+            return
+        except Exception as exc:  # a rendering or configuration bug: keep the delivery, retry, then fall back
+            log.warning("tasklens: delivery to %r failed unexpectedly", channel, exc_info=True)
+            self._failed(channel, members, DeliveryError(f"{type(exc).__name__}: {exc}"), report)
+            return
+        done = self.clock()
+        self.store.mark_sent(ids, now=done)
+        self.limiter.sent(channel, done, self._rate(channel, cfg))
+        self.last_error_by_channel.pop(channel, None)
+        report.messages_sent += 1
+        report.deliveries_sent += len(ids)
+
+    def _failed(
+        self, channel: str, members: list[ClaimedDelivery], error: DeliveryError, report: DispatchReport
+    ) -> None:
+        now = self.clock()
+        ids = [m.id for m in members]
+        message = str(error)
+        self.last_error_by_channel[channel] = message
+        report.errors.append(f"{channel}: {message}")
+        if error.retry_after_s is not None:
+            self.limiter.blocked_until(channel, now + timedelta(seconds=error.retry_after_s))
+        oldest = min(m.created_at for m in members)
+        age_s = (now - oldest).total_seconds()
+        if error.retryable and age_s < self.settings.max_age_s:
+            attempts = max(m.attempts for m in members) + 1
+            delay = max(self.backoff_s(attempts), error.retry_after_s or 0.0)
+            self.store.mark_failed(ids, error=message, next_attempt_at=now + timedelta(seconds=delay), now=now)
+            report.failed += len(ids)
+            log.warning("tasklens: delivery to %r failed (attempt %d, retry in %.1fs): %s", channel, attempts,
+                        delay, message)
+            return
+        fallback: list[tuple[str, str]] = []
+        for member in members:
+            for name in member.fallback_channels:
+                if name != channel and all(name != f for f, _ in fallback):
+                    fallback.append((name, self.channel_type_of(name)))
+        why = "not retryable" if not error.retryable else f"still failing after {age_s:.0f}s"
+        self.store.mark_dead(ids, error=f"{message} ({why})", fallback=fallback, now=now)
+        report.dead += len(ids)
+        log.error(
+            "tasklens: giving up on %d deliveries to %r (%s); alerts flagged undelivered%s: %s",
+            len(ids), channel, why, f", sent to fallback {[f for f, _ in fallback]}" if fallback else "", message,
+        )
+
+    # -- loops -----------------------------------------------------------------------------------------------
+
+    def drain(self, *, max_passes: int = 1000, until_idle: bool = True) -> DispatchReport:
+        """Run passes until nothing is due any more (sleeping with ``sleep`` until the next due time)."""
+        total = DispatchReport()
+        for _ in range(max_passes):
+            report = self.run_once()
+            total.merge(report)
+            next_due = self.store.next_due()
+            if next_due is None or not until_idle:
+                break
+            wait = (next_due - self.clock()).total_seconds()
+            if wait > 0:
+                self.sleep(wait)
+        return total
+
+    def run_forever(
+        self, stop: threading.Event, *, interval_s: float, on_pass: Callable[[], None] | None = None
+    ) -> None:
+        """Pass after pass until ``stop`` is set; never raises (errors are logged and retried next pass)."""
+        last_prune = 0.0
+        while not stop.is_set():
+            wait = interval_s
+            try:
+                self.run_once()
+                _STATE["last_pass_at"] = _iso(self.clock())
+                _STATE["last_pass_error"] = None
+                next_due = self.store.next_due()
+                if next_due is not None:
+                    wait = min(interval_s, max(0.05, (next_due - self.clock()).total_seconds()))
+                if time.monotonic() - last_prune > 3600:
+                    last_prune = time.monotonic()
+                    self.store.prune(older_than=timedelta(days=30))
+            except Exception as exc:
+                _STATE["last_pass_error"] = f"{type(exc).__name__}: {exc}"
+                log.warning("tasklens dispatcher pass failed; retrying in %.1fs", interval_s, exc_info=True)
+            if on_pass is not None:
+                on_pass()
+            stop.wait(wait)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(timezone.utc).isoformat()
+
+
+def deliver_now(store: Store, delivery_ids: Sequence[int], *, budget_s: float) -> DispatchReport | None:
+    """Try ``delivery_ids`` inline within ``budget_s`` (``[tasklens] delivery_budget_ms``); whatever is not sent
+    stays in the outbox for the dispatcher. Never raises."""
+    if budget_s <= 0 or not delivery_ids:
+        return None
+    try:
+        dispatcher = Dispatcher(store, settings=DispatcherSettings.from_config())
+        return dispatcher.run_once(ids=delivery_ids, timeout_s=budget_s)
+    except Exception:
+        log.warning("tasklens: inline delivery failed; the dispatcher will deliver", exc_info=True)
+        return None
+
+
+# -- the background dispatcher of the api-server ----------------------------------------------------------------
+
+_STATE: dict[str, Any] = {"running": False, "last_pass_at": None, "last_pass_error": None, "worker": None}
+_thread: threading.Thread | None = None
+_stop: threading.Event | None = None
+_dispatcher: Dispatcher | None = None
+_lock = threading.Lock()
+
+
+def start_background_dispatcher(store: Store | None = None, *, interval_s: float | None = None) -> bool:
+    """Start the dispatcher thread of this process (idempotent). Returns True when it is running."""
+    global _thread, _stop, _dispatcher
+    with _lock:
+        if _thread is not None and _thread.is_alive():
+            return True
+        from tasklens import config
+        from tasklens.store import get_store
+
+        try:
+            store = store or get_store()
+            settings = DispatcherSettings.from_config()
+            interval = interval_s if interval_s is not None else config.dispatch_interval_s()
+        except Exception:
+            log.warning("tasklens: the dispatcher could not start (store or configuration)", exc_info=True)
+            _STATE["last_pass_error"] = "could not start; see the api-server log"  # noqa: S105 - not a secret
+            return False
+        _dispatcher = Dispatcher(store, settings=settings)
+        _stop = threading.Event()
+        _thread = threading.Thread(
+            target=_dispatcher.run_forever, args=(_stop,), kwargs={"interval_s": interval},
+            name="tasklens-dispatcher", daemon=True,
+        )
+        _STATE.update(running=True, worker=_dispatcher.worker)
+        _thread.start()
+        return True
+
+
+def stop_background_dispatcher(timeout_s: float = 10.0) -> None:
+    """Stop the dispatcher thread (waits up to ``timeout_s`` for the current pass)."""
+    global _thread, _stop
+    with _lock:
+        if _stop is not None:
+            _stop.set()
+        if _thread is not None:
+            _thread.join(timeout=timeout_s)
+        _thread = _stop = None
+        _STATE["running"] = False
+
+
+def dispatcher_state() -> dict[str, Any]:
+    """The background dispatcher's state, for health checks (no alert content)."""
+    state = dict(_STATE)
+    state["running"] = bool(_thread is not None and _thread.is_alive())
+    if _dispatcher is not None:
+        state["messages_sent"] = _dispatcher.totals.messages_sent
+        state["last_error_by_channel"] = dict(_dispatcher.last_error_by_channel)
+    return state

@@ -1,0 +1,1179 @@
+"""The alert store and its outbox: tasklens's own database (SQLAlchemy 2; SQLite by default, PostgreSQL in production).
+
+Every alert is committed here before any delivery is tried; the dispatcher (:mod:`tasklens.dispatch`) drains the
+outbox. Nothing here touches Airflow's metadata database, so task processes may write it.
+
+Tables (all prefixed ``tasklens_``; migrations under ``tasklens/migrations`` are applied on first use):
+
+- ``alerts``: one record per problem (fingerprint) while it is open; later occurrences fold into it.
+- ``occurrences``: one row per (rule, dag_id, task_id, run_id, map_index, try_number): whoever reports an attempt
+  (worker listener, scheduler listener, the dag-processor's double callback, the reconciler), it counts once.
+- ``deliveries``: the outbox, one row per alert per channel per message kind, with its delivery state.
+- ``events``: terminal TaskEvents (for the UI tab and the recent durations of the duration rule).
+
+Resolve semantics: an alert of kind ``RESOLVE`` closes every unresolved alert with the same fingerprint, or with the
+same ``dag_id``, ``task_id`` and ``rule`` (a success cannot know the exception type a failure fingerprint includes),
+and queues a resolve notice to each channel that got (or is about to get) the alert.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import socket
+import threading
+import uuid
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Connection, Engine
+
+from tasklens.alerts import Alert, AlertKind, AlertSnapshot, Delivery, Severity, Status
+from tasklens.exceptions import StoreError
+
+__all__ = [
+    "DELIVERY_STATES",
+    "HEAD_REVISION",
+    "ClaimedDelivery",
+    "RecordResult",
+    "Store",
+    "get_store",
+    "metadata",
+    "reset_stores",
+]
+
+log = logging.getLogger(__name__)
+
+#: The newest migration in ``tasklens/migrations/versions``; a unit test keeps the two in step.
+HEAD_REVISION = "0001"
+VERSION_TABLE = "tasklens_alembic_version"
+DELIVERY_STATES = ("pending", "sent", "failed", "dead")
+#: Delivery states that still lead to a message (the channel "got or will get" the alert).
+_LIVE_STATES = ("pending", "sent", "failed")
+_UNRESOLVED = (Status.OPEN.value, Status.ACKNOWLEDGED.value, Status.MUTED.value)
+TERMINAL_EVENTS = ("success", "failed", "up_for_retry", "skipped", "killed")
+
+MAX_TITLE = 500
+MAX_SUMMARY = 4_000
+MAX_EXCEPTION_MESSAGE = 2_000
+MAX_ERROR = 2_000
+_TRUNCATED = "…[truncated]"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite has no time zones): stored naive UTC."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+alerts_table = sa.Table(
+    "tasklens_alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    # The fingerprint while the alert is unresolved, NULL after: UNIQUE makes "one open alert per fingerprint"
+    # hold across processes (NULLs are distinct on SQLite and PostgreSQL).
+    sa.Column("open_key", sa.String(64), nullable=True, unique=True),
+    sa.Column("rule", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("severity", sa.String(10), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("title", sa.String(MAX_TITLE), nullable=False),
+    sa.Column("summary", sa.Text, nullable=False, default=""),
+    sa.Column("template", sa.String(200), nullable=True),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("task_id", sa.String(250), nullable=True),
+    sa.Column("run_id", sa.String(250), nullable=True),
+    sa.Column("map_index", sa.Integer, nullable=False, default=-1),
+    sa.Column("try_number", sa.Integer, nullable=True),
+    sa.Column("max_tries", sa.Integer, nullable=True),
+    sa.Column("first_seen", UTCDateTime, nullable=False),
+    sa.Column("last_seen", UTCDateTime, nullable=False),
+    sa.Column("occurrences", sa.Integer, nullable=False, default=1),
+    sa.Column("exception_type", sa.String(250), nullable=True),
+    sa.Column("exception_message", sa.String(MAX_EXCEPTION_MESSAGE), nullable=True),
+    sa.Column("log_url", sa.Text, nullable=True),
+    sa.Column("labels", sa.JSON, nullable=False, default=dict),
+    sa.Column("data", sa.JSON, nullable=False, default=dict),
+    sa.Column("routes", sa.JSON, nullable=False, default=list),
+    sa.Column("acked_by", sa.String(250), nullable=True),
+    sa.Column("acked_at", UTCDateTime, nullable=True),
+    sa.Column("resolved_by", sa.String(250), nullable=True),
+    sa.Column("resolved_at", UTCDateTime, nullable=True),
+    sa.Column("muted_until", UTCDateTime, nullable=True),
+    sa.Column("undelivered", sa.Boolean, nullable=False, default=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("last_notified_at", UTCDateTime, nullable=True),
+    sa.Column("escalate_at", UTCDateTime, nullable=True),
+    sa.Column("escalated_at", UTCDateTime, nullable=True),
+    sa.Index(None, "status", "last_seen"),
+    sa.Index(None, "severity", "last_seen"),
+    sa.Index(None, "dag_id", "last_seen"),
+    sa.Index(None, "last_seen"),
+    sa.Index(None, "fingerprint"),
+    sa.Index(None, "dag_id", "task_id", "rule"),
+    sa.Index(None, "escalate_at"),
+)
+
+occurrences_table = sa.Table(
+    "tasklens_occurrences",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("alert_id", sa.Integer, sa.ForeignKey("tasklens_alerts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("rule", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("severity", sa.String(10), nullable=False),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("task_id", sa.String(250), nullable=True),
+    sa.Column("run_id", sa.String(250), nullable=True),
+    sa.Column("map_index", sa.Integer, nullable=False),
+    sa.Column("try_number", sa.Integer, nullable=True),
+    sa.Column("occurred_at", sa.String(40), nullable=False),
+    sa.Column("recorded_at", UTCDateTime, nullable=False),
+    sa.Column("exception_type", sa.String(250), nullable=True),
+    sa.Column("exception_message", sa.String(MAX_EXCEPTION_MESSAGE), nullable=True),
+    # "" for rule-raised alerts; the fingerprint for custom alerts, so two different alerts raised by one attempt
+    # both count while the same one reported twice (a notifier in the doubled callback) counts once.
+    sa.Column("discriminator", sa.String(80), nullable=False, default=""),
+    sa.UniqueConstraint("rule", "dag_id", "task_id", "run_id", "map_index", "try_number", "discriminator"),
+    sa.Index(None, "alert_id"),
+)
+
+deliveries_table = sa.Table(
+    "tasklens_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("alert_id", sa.Integer, sa.ForeignKey("tasklens_alerts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # alert | repeat | escalation | fallback | resolve
+    sa.Column("route", sa.String(200), nullable=False),
+    sa.Column("channel", sa.String(200), nullable=False),
+    sa.Column("channel_type", sa.String(20), nullable=False),
+    sa.Column("group_key", sa.String(500), nullable=False),
+    sa.Column("state", sa.String(10), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("last_attempt_at", UTCDateTime, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("claimed_by", sa.String(200), nullable=True),
+    sa.Column("claimed_until", UTCDateTime, nullable=True),
+    sa.Column("sent_at", UTCDateTime, nullable=True),
+    sa.Column("batch_id", sa.String(40), nullable=True),  # deliveries sent together as one message (a digest)
+    sa.Column("fallback_channels", sa.JSON, nullable=False, default=list),
+    sa.Index(None, "state", "next_attempt_at"),
+    sa.Index(None, "alert_id"),
+    sa.Index(None, "channel", "group_key", "state"),
+)
+
+events_table = sa.Table(
+    "tasklens_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("task_id", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("map_index", sa.Integer, nullable=False),
+    sa.Column("try_number", sa.Integer, nullable=False),
+    sa.Column("event", sa.String(20), nullable=False),
+    sa.Column("ts", UTCDateTime, nullable=False),
+    sa.Column("duration_s", sa.Float, nullable=True),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.UniqueConstraint("dag_id", "task_id", "run_id", "map_index", "try_number", "event"),
+    sa.Index(None, "dag_id", "task_id", "event", "id"),
+    sa.Index(None, "ts"),
+)
+
+
+@dataclasses.dataclass
+class RecordResult:
+    """What :meth:`Store.record` did: ids of touched alerts and how each occurrence was counted."""
+
+    alert_ids: list[int] = dataclasses.field(default_factory=list)
+    new_alerts: int = 0
+    folded: int = 0  # same fingerprint while open: occurrences + 1
+    duplicates: int = 0  # the same attempt reported again (listener + callback + reconciler): ignored
+    resolved: int = 0
+    queued_delivery_ids: list[int] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimedDelivery:
+    """An outbox row claimed by one dispatcher until ``claimed_until``."""
+
+    id: int
+    alert_id: int
+    kind: str
+    route: str
+    channel: str
+    channel_type: str
+    group_key: str
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    fallback_channels: tuple[str, ...]
+
+
+def _bounded(value: Any, limit: int) -> str | None:
+    if value is None:
+        return None
+    text = str(value).encode("utf-8", errors="replace").decode("utf-8")
+    if len(text) > limit:
+        text = text[: limit - len(_TRUNCATED)] + _TRUNCATED
+    return text
+
+
+def _json_safe(value: Any) -> Any:
+    """Round-trip through JSON so arbitrary task data (datetimes, sets, objects) never breaks a write."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _parse_ts(value: Any) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _discriminator(alert: Alert) -> str:
+    if alert.kind != AlertKind.CUSTOM:
+        return ""
+    if alert.run_id in (None, "unknown"):  # raised outside a task: no attempt identity, every call counts
+        return f"{alert.fingerprint}@{alert.occurred_at}"[:80]
+    return alert.fingerprint
+
+
+def _delivery_to_json(delivery: Delivery) -> dict[str, Any]:
+    data = dataclasses.asdict(delivery)
+    data["escalation_channels"] = list(delivery.escalation_channels)
+    data["fallback_channels"] = list(delivery.fallback_channels)
+    return data
+
+
+def _delivery_from_json(data: Mapping[str, Any]) -> Delivery:
+    names = {f.name for f in dataclasses.fields(Delivery)}
+    kwargs = {k: v for k, v in data.items() if k in names}
+    kwargs["escalation_channels"] = tuple(kwargs.get("escalation_channels") or ())
+    kwargs["fallback_channels"] = tuple(kwargs.get("fallback_channels") or ())
+    return Delivery(**kwargs)
+
+
+def _sqlite_path(url: sa.URL) -> Path | None:
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database)
+
+
+class Store:
+    """The alert store. Thread-safe; one per process via :func:`get_store`.
+
+    ``clock`` returns the current aware UTC datetime (tests inject a fake one).
+    """
+
+    def __init__(self, url: str, *, clock: Callable[[], datetime] = _utcnow, migrate: bool = True) -> None:
+        self.url = sa.make_url(url)
+        self.clock = clock
+        self.dialect = self.url.get_backend_name()
+        self.engine = self._create_engine()
+        self._migrated = False
+        self._migrate_lock = threading.Lock()
+        if migrate:
+            self.migrate()
+
+    # -- engine --------------------------------------------------------------------------------------------
+
+    def _create_engine(self) -> Engine:
+        if self.dialect == "sqlite":
+            path = _sqlite_path(self.url)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(self.url, connect_args={"timeout": 30, "check_same_thread": False})
+
+            @sa_event.listens_for(engine, "connect")
+            def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+                # We issue BEGIN ourselves (below); pysqlite's implicit transactions would defer the write lock
+                # and turn concurrent writers into "database is locked" instead of waiting.
+                dbapi_connection.isolation_level = None
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.close()
+
+            @sa_event.listens_for(engine, "begin")
+            def _sqlite_begin(conn: Connection) -> None:
+                # Writers take the lock up front (IMMEDIATE) so read-then-write never deadlocks; readers do not.
+                read_only = conn.get_execution_options().get("tasklens_read_only", False)
+                conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+            return engine
+        return sa.create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+    def _write(self) -> Any:
+        return self.engine.begin()
+
+    def _read(self) -> Any:
+        return self.engine.execution_options(tasklens_read_only=True).begin()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- migrations ----------------------------------------------------------------------------------------
+
+    def schema_revision(self) -> str | None:
+        """The applied migration revision, or None when the store was never migrated."""
+        try:
+            with self._read() as conn:
+                return conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()  # noqa: S608
+        except sa.exc.OperationalError:
+            return None
+        except sa.exc.ProgrammingError:
+            return None
+
+    def migrate(self) -> None:
+        """Bring the schema to :data:`HEAD_REVISION`. Safe when several processes call it at once."""
+        if self._migrated:
+            return
+        with self._migrate_lock:
+            if self._migrated:
+                return
+            try:
+                if self.schema_revision() != HEAD_REVISION:
+                    self._upgrade_locked()
+            except sa.exc.SQLAlchemyError as exc:
+                raise StoreError(f"could not migrate the tasklens store at {self.url!r}: {exc}") from exc
+            self._migrated = True
+
+    def _upgrade_locked(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        with self._write() as conn:
+            # One migrator at a time: SQLite's BEGIN IMMEDIATE holds the write lock for this whole transaction;
+            # PostgreSQL takes a transaction-scoped advisory lock. Everyone else waits, then finds head applied.
+            if self.dialect == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": zlib.crc32(b"tasklens-store")})
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    # -- writes from the pipeline ----------------------------------------------------------------------------
+
+    def record(
+        self,
+        items: Iterable[tuple[Alert, Sequence[Delivery]]] | Iterable[tuple[Alert, Sequence[Delivery], bool]],
+        *,
+        event: Mapping[str, Any] | None = None,
+    ) -> RecordResult:
+        """Persist alert occurrences with their routed deliveries (and the terminal event) in one transaction.
+
+        Each item is ``(alert, deliveries)`` or ``(alert, deliveries, muted)``. Returns what happened; raises
+        :class:`StoreError` when the store cannot be written.
+        """
+        now = self.clock()
+        result = RecordResult()
+        try:
+            with self._write() as conn:
+                if event is not None:
+                    self._insert_event(conn, event, now)
+                for item in items:
+                    alert, deliveries = item[0], item[1]
+                    muted = bool(item[2]) if len(item) > 2 else False  # type: ignore[misc]
+                    if alert.kind == AlertKind.RESOLVE:
+                        self._resolve(conn, alert, now, result, by=str(alert.data.get("resolved_by") or "tasklens"))
+                    else:
+                        self._record_occurrence(conn, alert, tuple(deliveries), muted, now, result)
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"could not write to the tasklens store: {exc}") from exc
+        return result
+
+    def _insert(self, conn: Connection, table: sa.Table, values: Mapping[str, Any]) -> int:
+        """INSERT ... ON CONFLICT DO NOTHING; returns the number of rows inserted (0 = duplicate)."""
+        if self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        elif self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:  # pragma: no cover - other backends: a savepoint turns the unique violation into "duplicate"
+            try:
+                with conn.begin_nested():
+                    return conn.execute(table.insert().values(**values)).rowcount
+            except sa.exc.IntegrityError:
+                return 0
+        return conn.execute(dialect_insert(table).values(**values).on_conflict_do_nothing()).rowcount
+
+    def _insert_event(self, conn: Connection, event: Mapping[str, Any], now: datetime) -> None:
+        if event.get("event") not in TERMINAL_EVENTS:
+            return
+        duration = event.get("duration_s")
+        self._insert(
+            conn,
+            events_table,
+            {
+                "dag_id": str(event["dag_id"]),
+                "task_id": str(event["task_id"]),
+                "run_id": str(event["run_id"]),
+                "map_index": int(event.get("map_index", -1)),
+                "try_number": int(event.get("try_number") or 1),
+                "event": str(event["event"]),
+                "ts": _parse_ts(event.get("ts")) or now,
+                "duration_s": float(duration) if isinstance(duration, (int, float)) else None,
+                "payload": _json_safe(dict(event)),
+            },
+        )
+
+    def _open_alert(self, conn: Connection, fingerprint: str) -> Any:
+        query = sa.select(alerts_table).where(alerts_table.c.open_key == fingerprint)
+        if self.dialect == "postgresql":
+            query = query.with_for_update()
+        return conn.execute(query).mappings().first()
+
+    def _record_occurrence(
+        self,
+        conn: Connection,
+        alert: Alert,
+        deliveries: tuple[Delivery, ...],
+        muted: bool,
+        now: datetime,
+        result: RecordResult,
+    ) -> None:
+        for attempt in range(3):
+            try:
+                with conn.begin_nested() as savepoint:
+                    outcome = self._fold_or_open(conn, alert, deliveries, muted, now, result)
+                    if outcome is None:  # the same attempt was already recorded
+                        savepoint.rollback()
+                        result.duplicates += 1
+                    return
+            except sa.exc.IntegrityError:
+                # Another process opened the same fingerprint between our SELECT and INSERT (PostgreSQL): fold.
+                if attempt == 2:
+                    raise
+
+    def _fold_or_open(
+        self,
+        conn: Connection,
+        alert: Alert,
+        deliveries: tuple[Delivery, ...],
+        muted: bool,
+        now: datetime,
+        result: RecordResult,
+    ) -> int | None:
+        existing = self._open_alert(conn, alert.fingerprint)
+        common = {
+            "title": _bounded(alert.title, MAX_TITLE) or "",
+            "summary": _bounded(alert.summary, MAX_SUMMARY) or "",
+            "run_id": alert.run_id,
+            "map_index": alert.map_index,
+            "try_number": alert.try_number,
+            "max_tries": alert.max_tries,
+            "exception_type": _bounded(alert.exception_type, 250),
+            "exception_message": _bounded(alert.exception_message, MAX_EXCEPTION_MESSAGE),
+            "log_url": alert.log_url,
+            "template": alert.template,
+            "labels": _json_safe(dict(alert.labels)),
+            "data": _json_safe(dict(alert.data)),
+            "last_seen": now,
+        }
+        queue: tuple[Delivery, ...] = ()
+        if existing is None:
+            routes = [_delivery_to_json(d) for d in deliveries]
+            escalations = [
+                d.escalate_after_s for d in deliveries if d.escalate_after_s is not None and d.escalation_channels
+            ]
+            alert_id = conn.execute(
+                alerts_table.insert().values(
+                    fingerprint=alert.fingerprint,
+                    open_key=alert.fingerprint,
+                    rule=alert.rule,
+                    kind=alert.kind.value,
+                    severity=alert.severity.value,
+                    status=Status.MUTED.value if muted else Status.OPEN.value,
+                    dag_id=alert.dag_id,
+                    task_id=alert.task_id,
+                    first_seen=now,
+                    occurrences=1,
+                    routes=routes,
+                    undelivered=False,
+                    last_notified_at=None if muted else now,
+                    escalate_at=now + timedelta(seconds=min(escalations)) if escalations else None,
+                    **common,
+                )
+            ).inserted_primary_key[0]
+            if not muted:
+                queue = deliveries
+        else:
+            alert_id = existing["id"]
+            severity = max(Severity(existing["severity"]), alert.severity, key=lambda s: s.rank)
+            updates: dict[str, Any] = {
+                **common,
+                "severity": severity.value,
+                "occurrences": existing["occurrences"] + 1,
+            }
+            status = existing["status"]
+            muted_until = existing["muted_until"]
+            if status == Status.MUTED.value and not muted and (muted_until is None or muted_until <= now):
+                status = Status.OPEN.value  # a silence ended (or a timed mute expired): notify again
+                updates.update(status=status, muted_until=None)
+                queue = deliveries or tuple(_delivery_from_json(r) for r in existing["routes"] or ())
+            elif status == Status.OPEN.value:
+                routes = deliveries or tuple(_delivery_from_json(r) for r in existing["routes"] or ())
+                last = existing["last_notified_at"]
+                queue = tuple(
+                    d for d in routes if last is None or (now - last).total_seconds() >= d.repeat_interval_s
+                )
+            if queue:
+                updates["last_notified_at"] = now
+            conn.execute(alerts_table.update().where(alerts_table.c.id == alert_id).values(**updates))
+
+        inserted = self._insert(
+            conn,
+            occurrences_table,
+            {
+                "alert_id": alert_id,
+                "rule": alert.rule,
+                "kind": alert.kind.value,
+                "severity": alert.severity.value,
+                "dag_id": alert.dag_id,
+                "task_id": alert.task_id,
+                "run_id": alert.run_id,
+                "map_index": alert.map_index,
+                "try_number": alert.try_number,
+                "occurred_at": str(alert.occurred_at),
+                "recorded_at": now,
+                "exception_type": _bounded(alert.exception_type, 250),
+                "exception_message": _bounded(alert.exception_message, MAX_EXCEPTION_MESSAGE),
+                "discriminator": _discriminator(alert),
+            },
+        )
+        if not inserted:
+            return None
+        if existing is None:
+            result.new_alerts += 1
+        else:
+            result.folded += 1
+        result.alert_ids.append(alert_id)
+        kind = "alert" if existing is None or existing["status"] == Status.MUTED.value else "repeat"
+        for delivery in queue:
+            result.queued_delivery_ids.append(self._queue(conn, alert_id, kind, delivery, now))
+        return int(alert_id)
+
+    def _queue(
+        self,
+        conn: Connection,
+        alert_id: int,
+        kind: str,
+        delivery: Delivery,
+        now: datetime,
+        *,
+        not_before: datetime | None = None,
+    ) -> int:
+        """Add one outbox row. A fresh row joins the pending batch of its (channel, group_key) if one is waiting."""
+        due = now + timedelta(seconds=max(0.0, delivery.group_wait_s))
+        if delivery.group_wait_s > 0:
+            waiting = conn.execute(
+                sa.select(sa.func.min(deliveries_table.c.next_attempt_at)).where(
+                    deliveries_table.c.channel == delivery.channel,
+                    deliveries_table.c.group_key == delivery.group_key,
+                    deliveries_table.c.kind == kind,
+                    deliveries_table.c.state == "pending",
+                    deliveries_table.c.attempts == 0,
+                    deliveries_table.c.next_attempt_at > now,
+                )
+            ).scalar()
+            if waiting is not None:
+                due = min(due, waiting)
+        if not_before is not None:
+            due = max(due, not_before)
+        return int(
+            conn.execute(
+                deliveries_table.insert().values(
+                    alert_id=alert_id,
+                    kind=kind,
+                    route=delivery.route,
+                    channel=delivery.channel,
+                    channel_type=delivery.channel_type,
+                    group_key=delivery.group_key,
+                    state="pending",
+                    attempts=0,
+                    created_at=now,
+                    next_attempt_at=due,
+                    fallback_channels=list(delivery.fallback_channels),
+                )
+            ).inserted_primary_key[0]
+        )
+
+    def _resolve(self, conn: Connection, alert: Alert, now: datetime, result: RecordResult, *, by: str) -> None:
+        match = sa.or_(
+            alerts_table.c.open_key == alert.fingerprint,
+            sa.and_(
+                alerts_table.c.dag_id == alert.dag_id,
+                alerts_table.c.task_id.is_not_distinct_from(alert.task_id),
+                alerts_table.c.rule == alert.rule,
+                alerts_table.c.open_key.is_not(None),
+            ),
+        )
+        query = sa.select(alerts_table.c.id, alerts_table.c.routes).where(match)
+        if self.dialect == "postgresql":
+            query = query.with_for_update()
+        for row in conn.execute(query).mappings().all():
+            self._close(conn, row["id"], row["routes"], now, by, result)
+
+    def _close(
+        self, conn: Connection, alert_id: int, routes: Any, now: datetime, by: str, result: RecordResult
+    ) -> None:
+        conn.execute(
+            alerts_table.update()
+            .where(alerts_table.c.id == alert_id)
+            .values(status=Status.RESOLVED.value, open_key=None, resolved_at=now, resolved_by=by, last_seen=now)
+        )
+        result.resolved += 1
+        result.alert_ids.append(alert_id)
+        by_channel = {r.get("channel"): _delivery_from_json(r) for r in routes or ()}
+        # Channels that got (or are about to get) this alert get the resolve notice, after the alert itself.
+        rows = conn.execute(
+            sa.select(
+                deliveries_table.c.channel,
+                deliveries_table.c.channel_type,
+                deliveries_table.c.route,
+                deliveries_table.c.group_key,
+                sa.func.max(deliveries_table.c.next_attempt_at).label("due"),
+            )
+            .where(
+                deliveries_table.c.alert_id == alert_id,
+                deliveries_table.c.kind != "resolve",
+                deliveries_table.c.state.in_(_LIVE_STATES),
+            )
+            .group_by(
+                deliveries_table.c.channel,
+                deliveries_table.c.channel_type,
+                deliveries_table.c.route,
+                deliveries_table.c.group_key,
+            )
+        ).mappings()
+        seen: set[str] = set()
+        for row in rows:
+            if row["channel"] in seen:
+                continue
+            seen.add(row["channel"])
+            route = by_channel.get(row["channel"])
+            delivery = Delivery(
+                route=row["route"],
+                channel=row["channel"],
+                channel_type=row["channel_type"],
+                group_key=row["group_key"],
+                group_wait_s=route.group_wait_s if route else 0.0,
+                fallback_channels=route.fallback_channels if route else (),
+            )
+            result.queued_delivery_ids.append(
+                self._queue(conn, alert_id, "resolve", delivery, now, not_before=row["due"])
+            )
+
+    def recent_durations(self, dag_id: str, task_id: str, *, limit: int = 50) -> tuple[float, ...]:
+        """Durations (s) of the last ``limit`` successful attempts of a task, newest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(events_table.c.duration_s)
+                .where(
+                    events_table.c.dag_id == dag_id,
+                    events_table.c.task_id == task_id,
+                    events_table.c.event == "success",
+                    events_table.c.duration_s.is_not(None),
+                )
+                .order_by(events_table.c.id.desc())
+                .limit(limit)
+            ).scalars()
+            return tuple(float(v) for v in rows)
+
+    # -- the outbox (dispatcher side) ------------------------------------------------------------------------
+
+    def claim(
+        self, worker: str, *, limit: int = 200, lease_s: float = 60.0, now: datetime | None = None,
+        ids: Sequence[int] | None = None,
+    ) -> list[ClaimedDelivery]:
+        """Claim due deliveries for ``worker`` until ``now + lease_s``; other dispatchers skip them meanwhile.
+
+        PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED``; SQLite: one atomic UPDATE under the write lock.
+        """
+        now = now or self.clock()
+        until = now + timedelta(seconds=lease_s)
+        d = deliveries_table.c
+        due = sa.and_(
+            d.state.in_(("pending", "failed")),
+            d.next_attempt_at <= now,
+            sa.or_(d.claimed_until.is_(None), d.claimed_until < now),
+        )
+        if ids is not None:
+            due = sa.and_(due, d.id.in_(list(ids)))
+        token = f"{worker}#{uuid.uuid4().hex[:8]}"
+        try:
+            with self._write() as conn:
+                candidates = sa.select(d.id).where(due).order_by(d.next_attempt_at, d.id).limit(limit)
+                if self.dialect == "postgresql":
+                    claimed_ids = list(conn.execute(candidates.with_for_update(skip_locked=True)).scalars())
+                    if not claimed_ids:
+                        return []
+                    conn.execute(
+                        deliveries_table.update()
+                        .where(d.id.in_(claimed_ids))
+                        .values(claimed_by=token, claimed_until=until)
+                    )
+                else:
+                    conn.execute(
+                        deliveries_table.update()
+                        .where(d.id.in_(candidates.scalar_subquery()))
+                        .values(claimed_by=token, claimed_until=until)
+                    )
+                rows = conn.execute(
+                    sa.select(deliveries_table).where(d.claimed_by == token).order_by(d.id)
+                ).mappings().all()
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"could not claim from the tasklens outbox: {exc}") from exc
+        return [
+            ClaimedDelivery(
+                id=r["id"],
+                alert_id=r["alert_id"],
+                kind=r["kind"],
+                route=r["route"],
+                channel=r["channel"],
+                channel_type=r["channel_type"],
+                group_key=r["group_key"],
+                attempts=r["attempts"],
+                created_at=r["created_at"],
+                next_attempt_at=r["next_attempt_at"],
+                fallback_channels=tuple(r["fallback_channels"] or ()),
+            )
+            for r in rows
+        ]
+
+    def _owned(self, ids: Sequence[int]) -> Any:
+        return deliveries_table.c.id.in_(list(ids))
+
+    def release(self, ids: Sequence[int], *, next_attempt_at: datetime) -> None:
+        """Give claimed deliveries back untried (rate limit, ordering): no attempt is counted."""
+        if not ids:
+            return
+        with self._write() as conn:
+            conn.execute(
+                deliveries_table.update()
+                .where(self._owned(ids))
+                .values(claimed_by=None, claimed_until=None, next_attempt_at=next_attempt_at)
+            )
+
+    def mark_sent(self, ids: Sequence[int], *, now: datetime | None = None) -> None:
+        """These deliveries went out (as one message)."""
+        if not ids:
+            return
+        now = now or self.clock()
+        batch = uuid.uuid4().hex
+        with self._write() as conn:
+            conn.execute(
+                deliveries_table.update()
+                .where(self._owned(ids))
+                .values(
+                    state="sent",
+                    sent_at=now,
+                    last_attempt_at=now,
+                    attempts=deliveries_table.c.attempts + 1,
+                    claimed_by=None,
+                    claimed_until=None,
+                    batch_id=batch,
+                )
+            )
+
+    def mark_failed(
+        self, ids: Sequence[int], *, error: str, next_attempt_at: datetime, now: datetime | None = None
+    ) -> None:
+        """A retryable failure: try again at ``next_attempt_at``."""
+        if not ids:
+            return
+        now = now or self.clock()
+        with self._write() as conn:
+            conn.execute(
+                deliveries_table.update()
+                .where(self._owned(ids))
+                .values(
+                    state="failed",
+                    last_error=_bounded(error, MAX_ERROR),
+                    last_attempt_at=now,
+                    next_attempt_at=next_attempt_at,
+                    attempts=deliveries_table.c.attempts + 1,
+                    claimed_by=None,
+                    claimed_until=None,
+                )
+            )
+
+    def mark_dead(
+        self,
+        ids: Sequence[int],
+        *,
+        error: str,
+        fallback: Sequence[tuple[str, str]] = (),
+        now: datetime | None = None,
+    ) -> list[int]:
+        """Give up on these deliveries: flag their alerts undelivered and queue them to ``fallback`` channels
+        (``(name, type)`` pairs; channels that already failed them are skipped). Returns the new delivery ids."""
+        if not ids:
+            return []
+        now = now or self.clock()
+        error = _bounded(error, MAX_ERROR) or "unknown error"
+        queued: list[int] = []
+        with self._write() as conn:
+            rows = conn.execute(
+                sa.select(deliveries_table).where(self._owned(ids))
+            ).mappings().all()
+            conn.execute(
+                deliveries_table.update()
+                .where(self._owned(ids))
+                .values(
+                    state="dead",
+                    last_error=error,
+                    last_attempt_at=now,
+                    attempts=deliveries_table.c.attempts + 1,
+                    claimed_by=None,
+                    claimed_until=None,
+                )
+            )
+            alert_ids = sorted({r["alert_id"] for r in rows})
+            conn.execute(
+                alerts_table.update()
+                .where(alerts_table.c.id.in_(alert_ids))
+                .values(undelivered=True, last_error=f"{rows[0]['channel'] if rows else '?'}: {error}")
+            )
+            for row in rows:
+                for name, channel_type in fallback:
+                    if name == row["channel"]:
+                        continue
+                    tried = conn.execute(
+                        sa.select(sa.func.count()).where(
+                            deliveries_table.c.alert_id == row["alert_id"],
+                            deliveries_table.c.channel == name,
+                            deliveries_table.c.kind == row["kind"],
+                        )
+                    ).scalar()
+                    if tried:
+                        continue
+                    delivery = Delivery(
+                        route=row["route"], channel=name, channel_type=channel_type, group_key=row["group_key"]
+                    )
+                    queued.append(self._queue(conn, row["alert_id"], row["kind"], delivery, now))
+        return queued
+
+    def pending_delivery_before(self, alert_id: int, channel: str, delivery_id: int) -> datetime | None:
+        """When an earlier, unsent message of ``alert_id`` to ``channel`` is due (resolve notices wait for it)."""
+        d = deliveries_table.c
+        with self._read() as conn:
+            return conn.execute(
+                sa.select(sa.func.max(d.next_attempt_at)).where(
+                    d.alert_id == alert_id,
+                    d.channel == channel,
+                    d.id < delivery_id,
+                    d.kind != "resolve",
+                    d.state.in_(("pending", "failed")),
+                )
+            ).scalar()
+
+    def queue_escalations(
+        self, *, now: datetime | None = None, channel_types: Callable[[str], str] | None = None
+    ) -> list[int]:
+        """Alerts still open past their ``escalate_at`` go to their escalation channels, once."""
+        now = now or self.clock()
+        a = alerts_table.c
+        queued: list[int] = []
+        with self._write() as conn:
+            rows = conn.execute(
+                sa.select(a.id, a.routes, a.first_seen).where(
+                    a.status == Status.OPEN.value, a.escalate_at <= now, a.escalated_at.is_(None)
+                )
+            ).mappings().all()
+            for row in rows:
+                done: set[str] = set()
+                for route in (_delivery_from_json(r) for r in row["routes"] or ()):
+                    if route.escalate_after_s is None:
+                        continue
+                    if (now - row["first_seen"]).total_seconds() < route.escalate_after_s:
+                        continue
+                    for name in route.escalation_channels:
+                        if name in done:
+                            continue
+                        done.add(name)
+                        delivery = Delivery(
+                            route=route.route,
+                            channel=name,
+                            channel_type=channel_types(name) if channel_types else route.channel_type,
+                            group_key=f"escalation:{row['id']}",
+                            fallback_channels=route.fallback_channels,
+                        )
+                        queued.append(self._queue(conn, row["id"], "escalation", delivery, now))
+                conn.execute(alerts_table.update().where(a.id == row["id"]).values(escalated_at=now))
+        return queued
+
+    def replay(self, *, now: datetime | None = None) -> int:
+        """Re-queue every dead delivery and clear the undelivered flags. Returns how many were re-queued."""
+        now = now or self.clock()
+        d = deliveries_table.c
+        with self._write() as conn:
+            alert_ids = list(conn.execute(sa.select(d.alert_id).where(d.state == "dead").distinct()).scalars())
+            count = conn.execute(
+                deliveries_table.update()
+                .where(d.state == "dead")
+                .values(state="pending", attempts=0, created_at=now, next_attempt_at=now, claimed_by=None,
+                        claimed_until=None)
+            ).rowcount
+            if alert_ids:
+                conn.execute(
+                    alerts_table.update().where(alerts_table.c.id.in_(alert_ids)).values(undelivered=False)
+                )
+        return int(count)
+
+    # -- reads -------------------------------------------------------------------------------------------------
+
+    def snapshots(self, alert_ids: Iterable[int], *, base_url: str | None = None) -> dict[int, AlertSnapshot]:
+        """The stored state of alerts, as messages show them."""
+        ids = sorted(set(alert_ids))
+        if not ids:
+            return {}
+        with self._read() as conn:
+            rows = conn.execute(sa.select(alerts_table).where(alerts_table.c.id.in_(ids))).mappings().all()
+        return {row["id"]: self._snapshot(row, base_url) for row in rows}
+
+    @staticmethod
+    def _snapshot(row: Mapping[str, Any], base_url: str | None) -> AlertSnapshot:
+        alert = Alert(
+            fingerprint=row["fingerprint"],
+            rule=row["rule"],
+            kind=AlertKind(row["kind"]),
+            severity=Severity(row["severity"]),
+            title=row["title"],
+            summary=row["summary"] or "",
+            dag_id=row["dag_id"],
+            task_id=row["task_id"],
+            run_id=row["run_id"],
+            map_index=row["map_index"],
+            try_number=row["try_number"],
+            max_tries=row["max_tries"],
+            exception_type=row["exception_type"],
+            exception_message=row["exception_message"],
+            log_url=row["log_url"],
+            template=row["template"],
+            labels=dict(row["labels"] or {}),
+            data=dict(row["data"] or {}),
+            occurred_at=row["last_seen"].isoformat(),
+        )
+        return AlertSnapshot(
+            id=row["id"],
+            alert=alert,
+            status=Status(row["status"]),
+            occurrences=row["occurrences"],
+            first_seen=row["first_seen"].isoformat(),
+            last_seen=row["last_seen"].isoformat(),
+            alert_url=f"{base_url.rstrip('/')}/tasklens/alerts/{row['id']}" if base_url else None,
+        )
+
+    def get_alert(self, alert_id: int) -> dict[str, Any] | None:
+        """One alert record as a dict (every column), or None."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(alerts_table).where(alerts_table.c.id == alert_id)).mappings().first()
+        return dict(row) if row else None
+
+    def list_alerts(
+        self,
+        *,
+        status: str | None = None,
+        severity: str | None = None,
+        dag_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Alerts newest first (``last_seen``), optionally filtered; served by the indexes above."""
+        a = alerts_table.c
+        query = sa.select(alerts_table).order_by(a.last_seen.desc(), a.id.desc()).limit(limit).offset(offset)
+        if status:
+            query = query.where(a.status == status)
+        if severity:
+            query = query.where(a.severity == severity)
+        if dag_id:
+            query = query.where(a.dag_id == dag_id)
+        with self._read() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def deliveries(self, alert_id: int | None = None) -> list[dict[str, Any]]:
+        """Outbox rows (of one alert, or all), oldest first."""
+        query = sa.select(deliveries_table).order_by(deliveries_table.c.id)
+        if alert_id is not None:
+            query = query.where(deliveries_table.c.alert_id == alert_id)
+        with self._read() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def occurrence_count(self, alert_id: int | None = None) -> int:
+        query = sa.select(sa.func.count()).select_from(occurrences_table)
+        if alert_id is not None:
+            query = query.where(occurrences_table.c.alert_id == alert_id)
+        with self._read() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
+    def events_for(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> list[dict[str, Any]]:
+        """Stored terminal events of one task instance (every try), oldest first."""
+        e = events_table.c
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(events_table)
+                .where(e.dag_id == dag_id, e.run_id == run_id, e.task_id == task_id, e.map_index == map_index)
+                .order_by(e.id)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    def outbox_stats(self) -> dict[str, Any]:
+        """Outbox size by state and the last delivery error per channel (no alert content): for health checks."""
+        d = deliveries_table.c
+        with self._read() as conn:
+            counts = dict(conn.execute(sa.select(d.state, sa.func.count()).group_by(d.state)).tuples().all())
+            latest = (
+                sa.select(d.channel, sa.func.max(d.last_attempt_at).label("at"))
+                .where(d.state.in_(("failed", "dead")), d.last_error.is_not(None))
+                .group_by(d.channel)
+                .subquery()
+            )
+            errors = conn.execute(
+                sa.select(d.channel, d.last_error, d.last_attempt_at).join(
+                    latest, sa.and_(d.channel == latest.c.channel, d.last_attempt_at == latest.c.at)
+                )
+            ).all()
+        return {
+            "pending": int(counts.get("pending", 0)) + int(counts.get("failed", 0)),
+            "by_state": {state: int(counts.get(state, 0)) for state in DELIVERY_STATES},
+            "last_error_by_channel": {
+                channel: {"error": error, "at": at.isoformat() if at else None} for channel, error, at in errors
+            },
+        }
+
+    def next_due(self) -> datetime | None:
+        """When the earliest unsent delivery is due (the dispatcher sleeps until then)."""
+        d = deliveries_table.c
+        with self._read() as conn:
+            return conn.execute(
+                sa.select(sa.func.min(d.next_attempt_at)).where(d.state.in_(("pending", "failed")))
+            ).scalar()
+
+    # -- the UI's actions (acknowledge, resolve, mute) ---------------------------------------------------------
+
+    def acknowledge(self, alert_id: int, *, by: str) -> bool:
+        """Stop repeats and escalation of an open alert. Returns False when it is not open."""
+        now = self.clock()
+        with self._write() as conn:
+            return bool(
+                conn.execute(
+                    alerts_table.update()
+                    .where(alerts_table.c.id == alert_id, alerts_table.c.status == Status.OPEN.value)
+                    .values(status=Status.ACKNOWLEDGED.value, acked_by=by, acked_at=now)
+                ).rowcount
+            )
+
+    def resolve(self, alert_id: int, *, by: str) -> bool:
+        """Close an alert by hand; channels that got it get a resolve notice."""
+        now = self.clock()
+        with self._write() as conn:
+            row = conn.execute(
+                sa.select(alerts_table.c.id, alerts_table.c.routes).where(
+                    alerts_table.c.id == alert_id, alerts_table.c.open_key.is_not(None)
+                )
+            ).mappings().first()
+            if row is None:
+                return False
+            self._close(conn, row["id"], row["routes"], now, by, RecordResult())
+            return True
+
+    def mute(self, alert_id: int, *, until: datetime, by: str) -> bool:
+        """Silence an unresolved alert until ``until`` (its occurrences are still counted)."""
+        with self._write() as conn:
+            return bool(
+                conn.execute(
+                    alerts_table.update()
+                    .where(alerts_table.c.id == alert_id, alerts_table.c.open_key.is_not(None))
+                    .values(status=Status.MUTED.value, muted_until=until, acked_by=by)
+                ).rowcount
+            )
+
+    def prune(self, *, older_than: timedelta, now: datetime | None = None) -> int:
+        """Delete stored events and sent deliveries older than ``older_than`` (the dispatcher's housekeeping)."""
+        cutoff = (now or self.clock()) - older_than
+        with self._write() as conn:
+            removed = conn.execute(events_table.delete().where(events_table.c.ts < cutoff)).rowcount
+            removed += conn.execute(
+                deliveries_table.delete().where(
+                    deliveries_table.c.state == "sent", deliveries_table.c.sent_at < cutoff
+                )
+            ).rowcount
+        return int(removed)
+
+
+_stores: dict[tuple[str, int], Store] = {}
+_stores_lock = threading.Lock()
+
+
+def get_store(url: str | None = None) -> Store:
+    """The process's store for ``url`` (default ``config.store_url()``), migrated on first use."""
+    if url is None:
+        from tasklens import config
+
+        url = config.store_url()
+    key = (url, os.getpid())  # a forked child must not share its parent's connections
+    store = _stores.get(key)
+    if store is None:
+        with _stores_lock:
+            store = _stores.get(key)
+            if store is None:
+                store = Store(url)
+                _stores[key] = store
+    return store
+
+
+def reset_stores() -> None:
+    """Dispose of every cached store (tests, after changing ``store_url``)."""
+    with _stores_lock:
+        for store in _stores.values():
+            store.dispose()
+        _stores.clear()
+
+
+def worker_name() -> str:
+    """Identity of this dispatcher process in ``claimed_by``."""
+    return f"{socket.gethostname()}:{os.getpid()}"

@@ -1,0 +1,275 @@
+"""The dispatcher with an injected clock and fake channels: grouping, rate limits, retries, fallback, escalation."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import pytest
+
+from tasklens.alerts import AlertKind, Notification
+from tasklens.dispatch import ChannelConfig, Dispatcher, DispatcherSettings
+from tasklens.exceptions import DeliveryError
+from tasklens.store import Store
+
+from .test_store import FakeClock, make_alert, resolve_of, slack
+
+
+class FakeChannels:
+    """Records every notification per channel; ``failures[channel]`` is a list of errors raised first."""
+
+    def __init__(self) -> None:
+        self.sent: list[Notification] = []
+        self.failures: dict[str, list[DeliveryError]] = {}
+        self.attempts: list[str] = []
+
+    def factory(self, name: str, channel_type: str, options: object) -> FakeChannels._Target:
+        return FakeChannels._Target(self, name)
+
+    class _Target:
+        def __init__(self, owner: FakeChannels, name: str) -> None:
+            self.owner, self.name = owner, name
+
+        def send(self, notification: Notification, *, timeout_s: float | None = None) -> None:
+            self.owner.attempts.append(self.name)
+            queue = self.owner.failures.get(self.name)
+            if queue:
+                raise queue.pop(0)
+            self.owner.sent.append(notification)
+
+    def to(self, channel: str) -> list[Notification]:
+        return [n for n in self.sent if n.channel == channel]
+
+
+def channel_config(name: str) -> ChannelConfig:
+    return ChannelConfig(type="email" if name == "email" else "slack", options={}, rate_per_s=1.0)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(tmp_path, clock) -> Store:
+    s = Store(f"sqlite:///{tmp_path / 'tasklens.db'}", clock=clock)
+    yield s
+    s.dispose()
+
+
+@pytest.fixture
+def channels() -> FakeChannels:
+    return FakeChannels()
+
+
+def make_dispatcher(store, clock, channels, **settings) -> Dispatcher:
+    values = {"backoff_jitter_s": 0.0, "max_age_s": 600.0, "digest_max_items": 50}
+    values.update(settings)
+    return Dispatcher(
+        store,
+        settings=DispatcherSettings(**values),
+        clock=clock,
+        sleep=clock.advance,
+        rng=random.Random(0),
+        channel_config=channel_config,
+        channel_factory=channels.factory,
+        base_url="http://airflow",
+    )
+
+
+def test_alerts_of_one_group_go_out_as_one_digest(store, clock, channels):
+    """Three failures of one DAG run within group_wait: one digest message with three alerts."""
+    for task in ("a", "b", "c"):
+        store.record([(make_alert(task_id=task), [slack(group_wait_s=30)])])
+        clock.advance(5)
+    dispatcher = make_dispatcher(store, clock, channels)
+    assert dispatcher.run_once().messages_sent == 0  # still inside group_wait
+    clock.advance(30)
+    report = dispatcher.run_once()
+    assert report.messages_sent == 1 and report.deliveries_sent == 3
+    assert channels.sent[0].kind == "digest" and len(channels.sent[0].items) == 3
+
+
+def test_single_alert_is_sent_as_alert_with_stored_snapshot(store, clock, channels):
+    """One alert in its group is an "alert" message built from the stored record."""
+    store.record([(make_alert(), [slack()])])
+    make_dispatcher(store, clock, channels).run_once()
+    (message,) = channels.sent
+    assert message.kind == "alert" and message.items[0].alert.title == "Task failed: etl.load"
+    assert message.items[0].alert_url.startswith("http://airflow/tasklens/alerts/")
+
+
+def test_digest_is_split_at_digest_max_items(store, clock, channels):
+    """A storm of one group is split into messages of at most digest_max_items alerts."""
+    store.record([(make_alert(task_id=f"t{i}"), [slack()]) for i in range(7)])
+    dispatcher = make_dispatcher(store, clock, channels, digest_max_items=3)
+    dispatcher.drain()
+    assert [len(n.items) for n in channels.sent] == [3, 3, 1]
+
+
+def test_messages_to_one_channel_are_spaced_by_its_rate_limit(store, clock, channels):
+    """Two groups for one Slack channel: the second waits 1 s (1 msg/s) instead of being sent at once."""
+    store.record([(make_alert(run_id="r1"), [slack(group_key="g1")])])
+    store.record([(make_alert(task_id="x", run_id="r2"), [slack(group_key="g2")])])
+    dispatcher = make_dispatcher(store, clock, channels)
+    report = dispatcher.run_once()
+    assert report.messages_sent == 1 and report.deferred == 1
+    assert dispatcher.run_once().messages_sent == 0
+    clock.advance(1.0)
+    assert dispatcher.run_once().messages_sent == 1
+
+
+def test_429_retry_after_blocks_the_channel_for_that_long(store, clock, channels):
+    """A 429 with Retry-After 30: nothing goes to that channel for 30 s, then the message is sent."""
+    channels.failures["slack"] = [DeliveryError("429", retryable=True, retry_after_s=30)]
+    store.record([(make_alert(), [slack()])])
+    dispatcher = make_dispatcher(store, clock, channels)
+    assert dispatcher.run_once().failed == 1
+    store.record([(make_alert(task_id="other"), [slack(group_key="g2")])])
+    clock.advance(29)
+    assert dispatcher.run_once().messages_sent == 0
+    assert channels.attempts == ["slack"]
+    clock.advance(1)
+    dispatcher.drain()
+    assert len(channels.sent) == 2 and not any(s.kind == "resolve" for s in channels.sent)
+
+
+def test_failed_delivery_backs_off_exponentially(store, clock, channels):
+    """Retryable failures are retried 2 s, 4 s, 8 s apart (jitter off) until one succeeds."""
+    channels.failures["slack"] = [DeliveryError("HTTP 500") for _ in range(3)]
+    store.record([(make_alert(), [slack()])])
+    dispatcher = make_dispatcher(store, clock, channels)
+    start = clock.now
+    attempts_at = []
+    for _ in range(4):
+        dispatcher.run_once()
+        attempts_at.append((clock.now - start).total_seconds())
+        due = store.next_due()
+        if due is None:
+            break
+        clock.now = due
+    assert attempts_at == [0.0, 2.0, 6.0, 14.0]
+    assert len(channels.sent) == 1 and store.deliveries()[0]["attempts"] == 4
+
+
+def test_backoff_has_jitter_and_a_ceiling():
+    """Backoff grows exponentially with random jitter and never exceeds backoff_max_s + jitter."""
+    dispatcher = Dispatcher.__new__(Dispatcher)
+    dispatcher.settings = DispatcherSettings(backoff_initial_s=2, backoff_max_s=60, backoff_jitter_s=1)
+    dispatcher.rng = random.Random(1)
+    delays = [dispatcher.backoff_s(n) for n in range(1, 12)]
+    assert all(2 * 2 ** (n - 1) <= d or d >= 60 for n, d in enumerate(delays, start=1))
+    assert max(delays) <= 61 and len({round(d % 1, 6) for d in delays}) > 1
+
+
+def test_delivery_failing_past_max_age_goes_to_fallback_and_flags_undelivered(store, clock, channels):
+    """Slack down for longer than max_age: the alert goes to the fallback channel and is flagged undelivered."""
+    channels.failures["slack"] = [DeliveryError("connection refused") for _ in range(100)]
+    store.record([(make_alert(), [slack(fallback_channels=("email",))])])
+    dispatcher = make_dispatcher(store, clock, channels, max_age_s=60)
+    dispatcher.drain()
+    alert = store.list_alerts()[0]
+    assert alert["undelivered"] is True and "connection refused" in alert["last_error"]
+    assert [n.kind for n in channels.to("email")] == ["alert"]
+    states = {(d["channel"], d["state"]) for d in store.deliveries()}
+    assert states == {("slack", "dead"), ("email", "sent")}
+
+
+def test_non_retryable_failure_goes_to_fallback_at_once(store, clock, channels):
+    """A 404 (bad webhook) is not retried: fallback immediately, alert flagged undelivered."""
+    channels.failures["slack"] = [DeliveryError("HTTP 404 no_service", retryable=False)]
+    store.record([(make_alert(), [slack(fallback_channels=("email",))])])
+    dispatcher = make_dispatcher(store, clock, channels)
+    report = dispatcher.run_once()
+    assert report.dead == 1
+    dispatcher.run_once()
+    assert len(channels.to("email")) == 1 and channels.attempts.count("slack") == 1
+
+
+def test_undeliverable_without_fallback_is_kept_and_flagged(store, clock, channels):
+    """No fallback channel: the delivery is dead, the alert undelivered, nothing is deleted."""
+    channels.failures["slack"] = [DeliveryError("bad token", retryable=False)]
+    store.record([(make_alert(), [slack()])])
+    make_dispatcher(store, clock, channels).run_once()
+    assert store.list_alerts()[0]["undelivered"] is True
+    assert store.deliveries()[0]["state"] == "dead"
+
+
+def test_escalation_goes_to_escalation_channels_once(store, clock, channels):
+    """Still open after escalate_after: one escalation message to the escalation channel, never again."""
+    store.record([(make_alert(), [slack(escalate_after_s=1800, escalation_channels=("email",))])])
+    dispatcher = make_dispatcher(store, clock, channels)
+    dispatcher.run_once()
+    clock.advance(1800)
+    dispatcher.run_once()
+    clock.advance(3600)
+    dispatcher.run_once()
+    assert [n.kind for n in channels.to("email")] == ["escalation"]
+
+
+def test_resolved_alert_does_not_escalate(store, clock, channels):
+    """An alert resolved before escalate_after is not escalated."""
+    failure = make_alert()
+    store.record([(failure, [slack(escalate_after_s=60, escalation_channels=("email",))])])
+    dispatcher = make_dispatcher(store, clock, channels)
+    dispatcher.run_once()
+    store.record([(resolve_of(failure), ())])
+    clock.advance(120)
+    dispatcher.drain()
+    assert channels.to("email") == []
+
+
+def test_resolve_notice_goes_to_the_channels_that_got_the_alert(store, clock, channels):
+    """After the alert went to Slack, its resolve goes to Slack as a resolve message (and not to email)."""
+    failure = make_alert()
+    store.record([(failure, [slack()])])
+    dispatcher = make_dispatcher(store, clock, channels)
+    dispatcher.run_once()
+    clock.advance(10)
+    store.record([(resolve_of(failure), ())])
+    dispatcher.drain()
+    assert [n.kind for n in channels.sent] == ["alert", "resolve"]
+    assert channels.sent[1].items[0].status.value == "resolved"
+
+
+def test_resolve_notice_waits_for_its_alert(store, clock, channels):
+    """A retry resolved inside group_wait: the alert goes out first, then the resolve notice."""
+    failure = make_alert(rule="task_retry", kind=AlertKind.RETRY)
+    store.record([(failure, [slack(group_wait_s=30)])])
+    clock.advance(5)
+    store.record([(resolve_of(failure), ())])
+    make_dispatcher(store, clock, channels).drain()
+    assert [n.kind for n in channels.sent] == ["alert", "resolve"]
+
+
+def test_two_dispatchers_never_send_a_delivery_twice(store, clock, channels):
+    """Claims make concurrent dispatchers safe: each delivery is sent by exactly one of them."""
+    for i in range(20):
+        store.record([(make_alert(task_id=f"t{i}"), [slack(group_key=f"g{i}", channel=f"c{i}")])])
+    first = make_dispatcher(store, clock, channels)
+    second = make_dispatcher(store, clock, channels)
+    first.run_once()
+    second.run_once()
+    assert len(channels.sent) == 20
+    assert sorted(n.channel for n in channels.sent) == sorted(f"c{i}" for i in range(20))
+
+
+def test_unexpected_channel_error_is_retried_not_lost(store, clock, channels):
+    """A bug in rendering (any exception) is a retryable failure, not a crash or a lost alert."""
+
+    def broken_factory(name, channel_type, options):
+        raise RuntimeError("template bug")
+
+    store.record([(make_alert(), [slack()])])
+    dispatcher = make_dispatcher(store, clock, channels)
+    dispatcher.channel_factory = broken_factory
+    report = dispatcher.run_once()
+    assert report.failed == 1 and "template bug" in store.deliveries()[0]["last_error"]
+
+
+def test_drain_sleeps_with_the_injected_sleep(store, clock, channels):
+    """drain() waits for group_wait through the injected sleep (tests never sleep for real)."""
+    store.record([(make_alert(), [slack(group_wait_s=300)])])
+    start = clock.now
+    make_dispatcher(store, clock, channels).drain()
+    assert clock.now - start == timedelta(seconds=300) and len(channels.sent) == 1
