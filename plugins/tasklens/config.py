@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import typing
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, TypeVar
 
@@ -29,6 +30,7 @@ __all__ = [
     "reconcile_interval_s",
     "reset",
     "rules_file",
+    "ruleset",
     "slack_conn_id",
     "smtp_conn_id",
     "spark_conf",
@@ -265,3 +267,18 @@ def spark_conf() -> dict[str, str]:
 def spark_conn_id() -> str | None:
     """Airflow connection (Spark type) giving the master; its extra ``{"tasklens-submit": true}`` selects spark-submit."""
     return _get("spark_conn_id")
+
+
+if typing.TYPE_CHECKING:
+    from tasklens.ruleset import Ruleset
+
+
+@_cache
+def ruleset() -> Ruleset:
+    """The validated rules file (``rules_file``), or the built-in rules when none is set.
+
+    Raises :class:`~tasklens.exceptions.ConfigError` naming the file, the key and the fix.
+    """
+    from tasklens.ruleset import load_ruleset
+
+    return load_ruleset(rules_file())
