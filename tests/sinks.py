@@ -77,6 +77,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             payload = json.dumps({"ok": False, "error": "internal_error"}) if api else "internal_error"
         data = payload.encode("utf-8")
+        if reply.status == 200:  # recorded before answering, so a client that saw the 200 finds the message
+            self.sink._delivered(self.path, body)
         try:
             self.send_response(reply.status)
             self.send_header("Content-Type", "application/json" if api else "text/plain")
@@ -87,8 +89,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
             pass
-        if reply.status == 200:
-            self.sink._delivered(self.path, body)
 
     def log_message(self, format: str, *args: Any) -> None:
         return

@@ -71,6 +71,63 @@ def _emit_metrics(event: TaskEvent) -> None:
 
 def _raise_alerts(event: TaskEvent) -> None:
     """Rules -> routing -> store (the alert engine wires this stage)."""
+    if event.event not in _ALERTING_EVENTS:
+        return  # "running": no rule reacts to it, so the store is not touched on the task's start
+    from tasklens import config, rules
+    from tasklens.store import get_store
+
+    ruleset = config.ruleset()
+    store = get_store()
+    history = ()
+    keep_history = _needs_duration_history(ruleset)
+    if keep_history and event.duration_s is not None:
+        history = store.recent_durations(event.dag_id, event.task_id)
+    alerts = rules.evaluate_event(event, ruleset, recent_durations_s=history)
+    # Terminal events are stored for the UI tab and the duration history; a success is stored only when a
+    # median-based duration rule needs the history (keeps the success path to one read when nothing is open).
+    keep_event = event.event != "success" or keep_history
+    _store_alerts(alerts, ruleset, event=event if keep_event else None)
+
+
+_ALERTING_EVENTS = frozenset({"success", "failed", "up_for_retry", "killed", "skipped"})
+#: Reserved key of ``raise_custom_alert(data=...)``: explicit channel names (the notifiers use it) instead of routes.
+NOTIFY_CHANNELS_KEY = "_tasklens_channels"
+
+
+def _needs_duration_history(ruleset: Any) -> bool:
+    return any(getattr(rule, "median_factor", None) for rule in ruleset.rules_of_type("duration"))
+
+
+def _store_alerts(alerts: Any, ruleset: Any, *, event: TaskEvent | None = None,
+                  deliveries_for: Callable[[Any], Any] | None = None) -> None:
+    """Route ``alerts`` (muted routes dropped) and record them, with ``event``, in one store transaction."""
+    from datetime import datetime, timezone
+
+    from tasklens import config, routing
+    from tasklens.alerts import AlertKind
+    from tasklens.store import get_store
+
+    if not alerts and event is None:
+        return
+    now = datetime.now(timezone.utc)
+    items: list[tuple[Any, Any, bool]] = []
+    for alert in alerts:
+        if alert.kind == AlertKind.RESOLVE:
+            items.append((alert, (), False))  # resolve notices go where the alert went (the store knows)
+            continue
+        deliveries = list(deliveries_for(alert) if deliveries_for else routing.route(alert, ruleset))
+        live = [d for d in deliveries if not routing.is_muted(d, now, ruleset)]
+        if deliveries and not live:
+            items.append((alert, deliveries, True))  # every route muted: stored as muted, nothing sent
+        else:
+            items.append((alert, live, False))
+    store = get_store()
+    result = store.record(items, event=event.to_dict() if event is not None else None)
+    budget = config.delivery_budget_s()
+    if budget > 0 and result.queued_delivery_ids:
+        from tasklens import dispatch
+
+        dispatch.deliver_now(store, result.queued_delivery_ids, budget_s=budget)
 
 
 _EVENT_STAGES: tuple[tuple[str, Callable[[TaskEvent], None]], ...] = (
@@ -93,10 +150,49 @@ def handle(event: TaskEvent) -> None:
 
 def handle_metric(name: str, value: float, labels: Mapping[str, str], context: TaskEvent | None = None) -> None:
     """A task emitted a custom metric: evaluate the metric threshold rules on it. Never raises."""
-    # The alert engine evaluates metric threshold rules here.
+
+    def evaluate() -> None:
+        from tasklens import config, rules
+
+        ruleset = config.ruleset()
+        if not ruleset.rules_of_type("metric"):
+            return  # the common case: no threshold rules, no store access on every metric
+        _store_alerts(rules.evaluate_metric(name, value, labels, ruleset, context), ruleset)
+
+    run_stage("alerts.metric", evaluate)
 
 
 def raise_custom_alert(title: str, severity: str, template: str | None, data: Mapping[str, Any],
                        context: TaskEvent | None = None) -> None:
     """Task code raised an alert itself (``tasklens.alert(...)``). Never raises."""
-    # The alert engine records the custom alert here.
+
+    def record() -> None:
+        from tasklens import config, rules
+
+        ruleset = config.ruleset()
+        payload = dict(data)
+        channels = payload.pop(NOTIFY_CHANNELS_KEY, None)
+        alert = rules.custom_alert(title, severity, template, payload, context, ruleset)
+        deliveries_for = _explicit_deliveries(channels, ruleset) if channels else None
+        _store_alerts([alert], ruleset, deliveries_for=deliveries_for)
+
+    run_stage("alerts.custom", record)
+
+
+def _explicit_deliveries(channels: Any, ruleset: Any) -> Callable[[Any], list[Any]]:
+    """Deliveries straight to named channels (a notifier's own target), bypassing the routes."""
+    from tasklens import routing
+    from tasklens.alerts import Delivery
+
+    names = [channels] if isinstance(channels, str) else list(channels)
+
+    def deliveries(alert: Any) -> list[Any]:
+        out = []
+        for name in names:
+            known = ruleset.channels.get(name)
+            channel_type = known.type if known is not None else name
+            out.append(Delivery(route="notifier", channel=name, channel_type=channel_type,
+                                group_key=routing.group_key(alert, "notifier", ("dag_id", "run_id"))))
+        return out
+
+    return deliveries

@@ -1,0 +1,189 @@
+"""The tasklens command line: ``tasklens <command>`` or ``python -m tasklens <command>``.
+
+- ``check-config``: load ``[tasklens]`` and the rules file, open the store; print OK or exactly what is wrong.
+- ``test-alert --channel slack|email``: send a test message through the configured connection now; on failure
+  print what went wrong and exit 1.
+- ``dispatch [--once]``: run the outbox dispatcher as its own process (or one pass).
+- ``replay``: re-queue every undelivered (dead) delivery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _print(*parts: Any) -> None:
+    print(*parts, flush=True)
+
+
+def _safe_url(url: str) -> str:
+    try:
+        import sqlalchemy as sa
+
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable url>"
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from tasklens import config
+    from tasklens.exceptions import ConfigError, TasklensError
+
+    config.reset()
+    try:
+        ruleset = config.ruleset()
+        settings = {
+            "store_url": _safe_url(config.store_url()),
+            "slack_conn_id": config.slack_conn_id(),
+            "smtp_conn_id": config.smtp_conn_id(),
+            "http_timeout_s": config.http_timeout_s(),
+            "delivery_budget_s": config.delivery_budget_s(),
+            "delivery_max_age_s": config.delivery_max_age_s(),
+            "dispatcher_enabled": config.dispatcher_enabled(),
+            "dispatch_interval_s": config.dispatch_interval_s(),
+        }
+    except ConfigError as exc:
+        _print(f"tasklens check-config: ERROR: {exc}")
+        return 1
+    from tasklens.store import Store
+
+    try:
+        store = Store(config.store_url())
+        revision = store.schema_revision()
+        store.dispose()
+    except TasklensError as exc:
+        _print(f"tasklens check-config: ERROR: store {settings['store_url']}: {exc}")
+        return 1
+    source = getattr(ruleset, "source", None) or "built-in rules"
+    _print(
+        f"tasklens check-config: OK: {source}: {len(ruleset.rules)} rules, {len(ruleset.routes)} routes, "
+        f"channels {', '.join(sorted(ruleset.channels)) or '-'}; store {settings['store_url']} (schema {revision})"
+    )
+    for key, value in settings.items():
+        _print(f"  {key} = {value}")
+    return 0
+
+
+def _test_notification(channel: str) -> Any:
+    from tasklens.alerts import Alert, AlertKind, AlertSnapshot, Notification, Severity, Status
+
+    now = datetime.now(timezone.utc).isoformat()
+    alert = Alert(
+        fingerprint="tasklens-test",
+        rule="test",
+        kind=AlertKind.CUSTOM,
+        severity=Severity.INFO,
+        title="tasklens test message",
+        summary=f"If you can read this, tasklens can deliver to channel {channel!r}.",
+        dag_id="tasklens",
+        task_id="test_alert",
+        occurred_at=now,
+    )
+    snapshot = AlertSnapshot(id=0, alert=alert, status=Status.OPEN, occurrences=1, first_seen=now, last_seen=now)
+    return Notification(kind="test", channel=channel, items=(snapshot,))
+
+
+def cmd_test_alert(args: argparse.Namespace) -> int:
+    from tasklens import config
+    from tasklens.channels import build_channel
+    from tasklens.dispatch import channel_config_from_ruleset
+    from tasklens.exceptions import ConfigError, DeliveryError
+
+    name = args.channel
+    found = channel_config_from_ruleset(name)
+    channel_type = found.type if found else name
+    options = dict(found.options) if found else {}
+    if args.to:
+        options["to"] = args.to
+    if args.conn_id:
+        options["conn_id"] = args.conn_id
+    try:
+        target = build_channel(name, channel_type, options)
+        target.send(_test_notification(name), timeout_s=config.http_timeout_s())
+    except (DeliveryError, ConfigError) as exc:
+        conn_id = getattr(locals().get("target"), "conn_id", options.get("conn_id", "?"))
+        _print(f"tasklens test-alert: FAILED to send to {name!r} ({channel_type}, connection {conn_id!r}): {exc}")
+        return 1
+    _print(f"tasklens test-alert: sent a test message to {name!r} ({channel_type}, connection "
+           f"{getattr(target, 'conn_id', '?')!r})")
+    return 0
+
+
+def cmd_dispatch(args: argparse.Namespace) -> int:
+    from tasklens import config
+    from tasklens.dispatch import Dispatcher, DispatcherSettings
+    from tasklens.exceptions import TasklensError
+    from tasklens.store import get_store
+
+    try:
+        dispatcher = Dispatcher(get_store(), settings=DispatcherSettings.from_config())
+    except TasklensError as exc:
+        _print(f"tasklens dispatch: ERROR: {exc}")
+        return 1
+    if args.once:
+        report = dispatcher.drain() if args.drain else dispatcher.run_once()
+        _print(
+            f"tasklens dispatch: {report.messages_sent} messages sent ({report.deliveries_sent} deliveries), "
+            f"{report.failed} failed (will retry), {report.dead} undelivered, {report.deferred} deferred, "
+            f"{report.escalations_queued} escalations queued"
+        )
+        for error in report.errors:
+            _print(f"  error: {error}")
+        return 0
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    _print(f"tasklens dispatch: running as {dispatcher.worker} (Ctrl-C to stop)")
+    dispatcher.run_forever(stop, interval_s=config.dispatch_interval_s())
+    _print(f"tasklens dispatch: stopped after {dispatcher.totals.messages_sent} messages")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from tasklens.store import get_store
+
+    count = get_store().replay()
+    _print(f"tasklens replay: re-queued {count} undelivered deliveries; the dispatcher sends them next")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tasklens", description="tasklens alert engine tools")
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check-config", help="validate [tasklens] settings and the rules file")
+    check.set_defaults(func=cmd_check_config)
+    test = commands.add_parser("test-alert", help="send a test message through a channel's connection")
+    test.add_argument("--channel", required=True, help="channel name from the rules file (slack, email, ...)")
+    test.add_argument("--to", action="append", help="email recipient (repeatable; overrides the channel's)")
+    test.add_argument("--conn-id", help="Airflow connection id (overrides the channel's)")
+    test.set_defaults(func=cmd_test_alert)
+    dispatch = commands.add_parser("dispatch", help="run the outbox dispatcher")
+    dispatch.add_argument("--once", action="store_true", help="one pass, then exit")
+    dispatch.add_argument("--drain", action="store_true",
+                          help="with --once: keep passing (waiting for group_wait, backoff) until the outbox is idle")
+    dispatch.set_defaults(func=cmd_dispatch)
+    replay = commands.add_parser("replay", help="re-queue undelivered alerts")
+    replay.set_defaults(func=cmd_replay)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``tasklens`` and ``python -m tasklens``."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

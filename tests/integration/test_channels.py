@@ -1,0 +1,184 @@
+"""The Slack and email channels through the real provider hooks, against local Slack and SMTP sinks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tasklens.alerts import Notification
+from tasklens.channels import build_channel
+from tasklens.channels.slack import SlackChannel
+from tasklens.dispatch import ChannelConfig, Dispatcher, DispatcherSettings
+from tasklens.exceptions import ConfigError, DeliveryError
+from tasklens.store import Store
+from tests.sinks import Reply, SlackSink, SmtpSink
+from tests.unit.test_store import FakeClock, make_alert, slack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(f"sqlite:///{tmp_path / 'tasklens.db'}")
+    yield s
+    s.dispose()
+
+
+@pytest.fixture
+def sink(monkeypatch):
+    with SlackSink() as server:
+        monkeypatch.setenv("AIRFLOW_CONN_TASKLENS_SLACK", server.conn_uri())
+        yield server
+
+
+@pytest.fixture
+def smtp(monkeypatch):
+    with SmtpSink() as server:
+        monkeypatch.setenv("AIRFLOW_CONN_TASKLENS_SMTP", server.conn_json())
+        yield server
+
+
+def notification_for(store: Store, alert=None, kind: str = "alert", channel: str = "slack") -> Notification:
+    result = store.record([(alert or make_alert(), [slack()])])
+    snapshots = store.snapshots(result.alert_ids, base_url="http://airflow.example")
+    return Notification(kind=kind, channel=channel, items=tuple(snapshots.values()))
+
+
+def test_webhook_200_delivers_blocks_and_text(store, sink):
+    """A slackwebhook connection posts the rendered message (text + blocks) once."""
+    SlackChannel("slack").send(notification_for(store))
+    (message,) = sink.messages
+    assert "Task failed: etl.load" in message["text"] and message["blocks"]
+    assert sink.paths == ["/services/T000/B000/XXX"]
+
+
+def test_webhook_500_is_a_retryable_error_and_not_retried_by_slack_sdk(store, sink):
+    """HTTP 500 maps to a retryable DeliveryError after exactly one request (the dispatcher owns retries)."""
+    sink.responses.append(Reply(500))
+    with pytest.raises(DeliveryError) as caught:
+        SlackChannel("slack").send(notification_for(store))
+    assert caught.value.retryable and "500" in str(caught.value)
+    assert len(sink.posts) == 1
+
+
+def test_webhook_429_carries_retry_after(store, sink):
+    """HTTP 429 maps to a retryable DeliveryError with the Retry-After seconds."""
+    sink.responses.append(Reply(429, retry_after=7))
+    with pytest.raises(DeliveryError) as caught:
+        SlackChannel("slack").send(notification_for(store))
+    assert caught.value.retryable and caught.value.retry_after_s == 7.0
+
+
+def test_webhook_404_is_not_retryable(store, sink):
+    """A rejected webhook (HTTP 404/403) will not get better by retrying."""
+    sink.responses.append(Reply(404, body="no_service"))
+    with pytest.raises(DeliveryError) as caught:
+        SlackChannel("slack").send(notification_for(store))
+    assert not caught.value.retryable and "no_service" in str(caught.value)
+
+
+def test_connection_refused_is_retryable_and_hides_the_token(store, sink):
+    """Slack down (closed port): a retryable error that names the host but not the webhook token."""
+    sink.down()
+    with pytest.raises(DeliveryError) as caught:
+        SlackChannel("slack").send(notification_for(store))
+    assert caught.value.retryable and "Connection refused" in str(caught.value)
+    assert "XXX" not in str(caught.value)
+
+
+def test_slow_slack_times_out_with_the_configured_timeout(store, sink):
+    """A Slack that does not answer within the timeout is a retryable timeout, not a hang."""
+    sink.responses.append(Reply(200, delay_s=2.0))
+    with pytest.raises(DeliveryError) as caught:
+        SlackChannel("slack").send(notification_for(store), timeout_s=0.3)
+    assert caught.value.retryable and "timeout" in str(caught.value)
+
+
+def test_missing_connection_says_how_to_fix_it(store, monkeypatch):
+    """No connection: a non-retryable error naming the connection id and the env var to set."""
+    monkeypatch.delenv("AIRFLOW_CONN_TASKLENS_MISSING", raising=False)
+    with pytest.raises(DeliveryError) as caught:
+        SlackChannel("slack", {"conn_id": "tasklens_missing"}).send(notification_for(store))
+    assert not caught.value.retryable and "AIRFLOW_CONN_TASKLENS_MISSING" in str(caught.value)
+
+
+def test_bot_token_connection_uses_chat_post_message(store, monkeypatch):
+    """A `slack` (bot token) connection posts through SlackHook's chat.postMessage to the channel option."""
+    with SlackSink() as server:
+        monkeypatch.setenv("AIRFLOW_CONN_TASKLENS_BOT", server.bot_conn_uri())
+        SlackChannel("ops", {"conn_id": "tasklens_bot", "channel": "#ops"}).send(notification_for(store))
+        server.responses.append(Reply(429, retry_after=3))
+        second = notification_for(store, make_alert(task_id="other"))
+        with pytest.raises(DeliveryError) as caught:
+            SlackChannel("ops", {"conn_id": "tasklens_bot", "channel": "#ops"}).send(second)
+    assert server.paths[0] == "/api/chat.postMessage" and server.messages[0]["channel"] == "#ops"
+    assert caught.value.retry_after_s == 3.0
+
+
+def test_unknown_channel_type_is_a_config_error():
+    """A channel type nobody registered fails with the fix."""
+    with pytest.raises(ConfigError, match="unknown channel type"):
+        build_channel("pager", "pagerduty")
+
+
+def test_email_sends_plain_text_and_html(store, smtp):
+    """Email goes through SmtpHook to a plain local server as multipart/alternative (text, then HTML)."""
+    channel = build_channel("email", "email", {"to": ["oncall@example.com"]})
+    channel.send(notification_for(store, channel="email"))
+    (message,) = smtp.wait_for(1)
+    assert "etl" in message["Subject"] and message["To"] == "oncall@example.com"
+    parts = message.get_payload()
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    assert "Task failed" in parts[0].get_payload(decode=True).decode()
+
+
+def test_email_without_recipients_is_not_retryable(store, smtp):
+    """An email channel without `to` fails at once with the fix."""
+    with pytest.raises(DeliveryError, match="no recipients") as caught:
+        build_channel("email", "email", {}).send(notification_for(store, channel="email"))
+    assert not caught.value.retryable
+
+
+def test_smtp_server_down_is_retryable(store, monkeypatch):
+    """A closed SMTP port is a retryable DeliveryError."""
+    with SmtpSink() as server:
+        conn = server.conn_json()
+    monkeypatch.setenv("AIRFLOW_CONN_TASKLENS_SMTP", conn)
+    with pytest.raises(DeliveryError) as caught:
+        build_channel("email", "email", {"to": "a@example.com"}).send(notification_for(store, channel="email"))
+    assert caught.value.retryable
+
+
+def test_exception_text_with_slack_control_sequences_arrives_escaped(tmp_path, sink):
+    """Store -> dispatcher -> SlackWebhookHook: `<!channel>` in an exception reaches Slack escaped."""
+    clock = FakeClock()
+    store = Store(f"sqlite:///{tmp_path / 'e.db'}", clock=clock)
+    hostile = make_alert(exception_message="<!channel> <@U123> *bold* <http://evil|click>")
+    store.record([(hostile, [slack()])])
+    Dispatcher(store, clock=clock, channel_config=lambda name: ChannelConfig("slack", {})).run_once()
+    (message,) = sink.messages
+    raw = json.dumps(message)
+    assert "<!channel>" not in raw and "<@U123>" not in raw and "<http://evil" not in raw
+    assert "&lt;!channel&gt;" in raw
+    store.dispose()
+
+
+def test_dispatcher_honours_429_retry_after_from_real_slack_answers(tmp_path, sink):
+    """A real 429 with Retry-After 5: the dispatcher waits 5 s (fake clock) before posting again."""
+    clock = FakeClock()
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}", clock=clock)
+    store.record([(make_alert(), [slack()])])
+    sink.responses.append(Reply(429, retry_after=5))
+    dispatcher = Dispatcher(
+        store, clock=clock, settings=DispatcherSettings(backoff_jitter_s=0.0),
+        channel_config=lambda name: ChannelConfig("slack", {}),
+    )
+    dispatcher.run_once()
+    clock.advance(4.9)
+    dispatcher.run_once()
+    assert len(sink.posts) == 1
+    clock.advance(0.1)
+    dispatcher.run_once()
+    assert sink.answers == [429, 200] and len(sink.messages) == 1
+    store.dispose()

@@ -1,0 +1,94 @@
+"""The tasklens CLI (check-config, test-alert, dispatch, replay), run in-process against local sinks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tasklens import config
+from tasklens.__main__ import main
+from tasklens.store import get_store, reset_stores
+from tests.sinks import SlackSink, SmtpSink
+from tests.unit.test_store import make_alert, slack
+
+
+@pytest.fixture(autouse=True)
+def isolated_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__TASKLENS__STORE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.delenv("AIRFLOW__TASKLENS__RULES_FILE", raising=False)
+    config.reset()
+    reset_stores()
+    yield
+    reset_stores()
+    config.reset()
+
+
+def test_check_config_ok_with_builtin_rules(capsys):
+    """check-config prints OK, the rules source and the store when everything loads."""
+    assert main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    assert "check-config: OK" in out and "built-in rules" in out and "schema 0001" in out
+
+
+def test_check_config_reports_the_bad_key_and_exits_1(tmp_path, monkeypatch, capsys):
+    """A broken rules file: exit 1 and the ConfigError naming file, key and fix."""
+    rules = tmp_path / "rules.yml"
+    rules.write_text("routes:\n  - name: r\n    channels: [slak]\n")
+    monkeypatch.setenv("AIRFLOW__TASKLENS__RULES_FILE", str(rules))
+    config.reset()
+    assert main(["check-config"]) == 1
+    out = capsys.readouterr().out
+    assert "ERROR" in out and "rules.yml" in out and "slak" in out
+
+
+def test_test_alert_slack_sends_one_message(monkeypatch, capsys):
+    """test-alert --channel slack posts a test message through the configured webhook connection."""
+    with SlackSink() as sink:
+        monkeypatch.setenv("AIRFLOW_CONN_TASKLENS_SLACK", sink.conn_uri())
+        assert main(["test-alert", "--channel", "slack"]) == 0
+    assert len(sink.messages) == 1 and "sent a test message" in capsys.readouterr().out
+
+
+def test_test_alert_prints_what_went_wrong_and_exits_1(monkeypatch, capsys):
+    """Slack unreachable: exit 1 and the exact reason (connection refused), with the connection id."""
+    with SlackSink() as sink:
+        monkeypatch.setenv("AIRFLOW_CONN_TASKLENS_SLACK", sink.conn_uri())
+        sink.down()
+        assert main(["test-alert", "--channel", "slack"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "Connection refused" in out and "tasklens_slack" in out
+
+
+def test_test_alert_email_sends_through_smtp(monkeypatch, capsys):
+    """test-alert --channel email --to ... mails a test message through the SMTP connection."""
+    with SmtpSink() as smtp:
+        monkeypatch.setenv("AIRFLOW_CONN_TASKLENS_SMTP", smtp.conn_json())
+        assert main(["test-alert", "--channel", "email", "--to", "me@example.com"]) == 0
+        (message,) = smtp.wait_for(1)
+    assert message["To"] == "me@example.com"
+
+
+def test_dispatch_once_delivers_the_outbox(monkeypatch, capsys):
+    """dispatch --once sends what is due and reports it."""
+    get_store().record([(make_alert(), [slack()])])
+    with SlackSink() as sink:
+        monkeypatch.setenv("AIRFLOW_CONN_TASKLENS_SLACK", sink.conn_uri())
+        assert main(["dispatch", "--once"]) == 0
+    assert len(sink.messages) == 1 and "1 messages sent" in capsys.readouterr().out
+
+
+def test_replay_requeues_undelivered(capsys):
+    """replay puts dead deliveries back in the outbox."""
+    store = get_store()
+    store.record([(make_alert(), [slack()])])
+    store.mark_dead([store.claim("t")[0].id], error="down")
+    assert main(["replay"]) == 0
+    assert "re-queued 1" in capsys.readouterr().out and store.deliveries()[0]["state"] == "pending"
+
+
+def test_python_dash_m_tasklens_runs_the_cli():
+    """`python -m tasklens --help` works (the module entry point the dispatcher process uses)."""
+    done = subprocess.run([sys.executable, "-m", "tasklens", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "check-config" in done.stdout and "replay" in done.stdout
