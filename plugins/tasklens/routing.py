@@ -64,6 +64,11 @@ def matches(alert: Alert, match: RouteMatch) -> bool:
     return True
 
 
+def _quote(value: str) -> str:
+    # surrogatepass: ids carrying undecodable bytes still get a distinct, ASCII-only key.
+    return quote(value, safe="", errors="surrogatepass")
+
+
 def group_key(alert: Alert, route: Route | str, group_by: Iterable[str] | None = None) -> str:
     """The key alerts are grouped by within ``group_wait`` (e.g. one digest per DAG run).
 
@@ -72,13 +77,13 @@ def group_key(alert: Alert, route: Route | str, group_by: Iterable[str] | None =
     """
     name = route if isinstance(route, str) else route.name
     fields = tuple(group_by) if group_by is not None else (() if isinstance(route, str) else route.group_by)
-    parts = [f"route={quote(name, safe='')}"]
+    parts = [f"route={_quote(name)}"]
     for field in fields:
         if field in ("dag_id", "task_id", "run_id", "map_index", "rule", "kind", "severity", "fingerprint"):
             value = _field(alert, field)
         else:
             value = _field(alert, field if field.startswith("labels.") else f"labels.{field}")
-        parts.append(f"{quote(field, safe='')}={quote(value, safe='')}")
+        parts.append(f"{_quote(field)}={_quote(value)}")
     return ";".join(parts)
 
 

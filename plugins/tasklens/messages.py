@@ -1,0 +1,749 @@
+"""Messages: a :class:`~tasklens.alerts.Notification` in, a Slack Block Kit payload or an email out. Pure.
+
+Texts come from Jinja templates, one per alert kind (``failure``, ``retry``, ``killed``,
+``duration``, ``metric``, ``custom``, ``resolve``, ``digest``, ``escalation``) plus custom-alert
+templates (``ml_model_drift``, ``data_quality``), shipped in ``tasklens/templates/`` and
+overridable file by file from ``[tasklens] templates_dir``. A template defines the blocks
+``headline`` (one line) and ``body``; ``digest`` also defines ``item``. A block missing from an
+override falls back to the built-in one; an override that fails to render is logged and the
+built-in template is used instead, so a template typo never loses an alert.
+
+Safety: every value a template prints is escaped for its target (Slack mrkdwn ``& < >``, HTML),
+so an exception message containing ``<!channel>`` pings nobody; secrets are masked with
+:func:`tasklens.events.redact`; Slack limits (3,000 chars per text, 150 per header, 50 blocks)
+are respected by truncating with a marker.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup, escape
+
+from tasklens.alerts import Alert, AlertKind, AlertSnapshot, Notification, Severity, Status
+
+__all__ = [
+    "BUILTIN_TEMPLATES_DIR",
+    "SLACK_LIMITS",
+    "TEMPLATE_NAMES",
+    "TRUNCATION_MARKER",
+    "escape_mrkdwn",
+    "render_email",
+    "render_slack",
+    "truncate",
+    "truncate_mrkdwn",
+]
+
+log = logging.getLogger(__name__)
+
+BUILTIN_TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+TEMPLATE_NAMES = (
+    "failure",
+    "retry",
+    "killed",
+    "duration",
+    "metric",
+    "custom",
+    "resolve",
+    "digest",
+    "escalation",
+    "ml_model_drift",
+    "data_quality",
+)
+TRUNCATION_MARKER = "…[truncated]"
+SLACK_LIMITS: Mapping[str, int] = {
+    "text": 3000,  # section / context text objects and the fallback text we send
+    "header": 150,
+    "field": 2000,
+    "fields": 10,
+    "blocks": 50,
+    "button_text": 75,
+    "url": 3000,
+    "context_elements": 10,
+}
+_FIELD_LIMIT = 3000  # every value is cut to this before templates see it (1 MB exceptions stay cheap)
+_DATA_LIMIT = 1000
+_TRACEBACK_LIMIT = 4000
+_SUBJECT_LIMIT = 200
+_EMOJI = {
+    Severity.CRITICAL: ":red_circle:",
+    Severity.WARNING: ":large_orange_circle:",
+    Severity.INFO: ":large_blue_circle:",
+}
+_COLORS = {Severity.CRITICAL: "#d92d20", Severity.WARNING: "#f79009", Severity.INFO: "#1570ef"}
+_KIND_TEMPLATES = {
+    AlertKind.FAILURE: "failure",
+    AlertKind.RETRY: "retry",
+    AlertKind.KILLED: "killed",
+    AlertKind.DURATION: "duration",
+    AlertKind.METRIC: "metric",
+    AlertKind.CUSTOM: "custom",
+    AlertKind.RESOLVE: "resolve",
+}
+_USE_CONFIG: Any = object()
+
+
+# --------------------------------------------------------------------------- text safety
+
+
+def _clean(value: Any) -> str:
+    """Valid UTF-8 text: lone surrogates (from undecodable bytes) become U+FFFD, NULs go."""
+    text = value if isinstance(value, str) else str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Through UTF-16: surrogate pairs become their character, lone surrogates one U+FFFD each.
+        text = text.encode("utf-16-le", errors="surrogatepass").decode("utf-16-le", errors="replace")
+    return text.replace("\x00", "") if "\x00" in text else text
+
+
+def escape_mrkdwn(value: Any) -> str:
+    """Escape Slack's control characters (``&``, ``<``, ``>``) so text shows as typed and pings nobody."""
+    return _clean(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def truncate(value: Any, limit: int, marker: str = TRUNCATION_MARKER) -> str:
+    """``value`` cut to at most ``limit`` characters, ending with ``marker`` when cut."""
+    raw = value if isinstance(value, str) else str(value)
+    limit = max(limit, 0)
+    # Clean only what can survive the cut (cleaning never lengthens text): 1 MB stays cheap.
+    sliced = len(raw) > 2 * limit + 2
+    text = _clean(raw[: 2 * limit + 2] if sliced else raw)
+    if len(text) <= limit and not sliced:
+        return text
+    if limit <= len(marker):
+        return text[: max(limit, 0)]
+    return text[: limit - len(marker)] + marker
+
+
+_PARTIAL_ENTITY = re.compile(r"&[a-z]{0,3}$")
+
+
+def truncate_mrkdwn(value: str, limit: int, marker: str = TRUNCATION_MARKER) -> str:
+    """Like :func:`truncate` for escaped mrkdwn: never cuts inside ``&amp;`` or an open ``<link|...>``."""
+    limit = max(limit, 0)
+    sliced = len(value) > 2 * limit + 2
+    text = _clean(value[: 2 * limit + 2] if sliced else value)
+    if len(text) <= limit and not sliced:
+        return text
+    if limit <= len(marker):
+        marker, keep = "", max(limit, 0)
+    else:
+        keep = limit - len(marker)
+    head = text[:keep]
+    head = _PARTIAL_ENTITY.sub("", head)
+    last_open, last_close = head.rfind("<"), head.rfind(">")
+    if last_open > last_close:
+        head = head[:last_open]
+    if head.count("```") % 2:  # an unclosed code block would swallow the marker
+        head = head[: head.rfind("```")]
+    return head + marker
+
+
+def _safe_url(url: Any, base_url: str) -> str | None:
+    """An absolute http(s) URL with unsafe characters percent-encoded, or None."""
+    if not url:
+        return None
+    text = _clean(url).strip()
+    if text.startswith("/"):
+        text = base_url.rstrip("/") + text
+    try:
+        scheme = urlsplit(text).scheme.lower()
+    except ValueError:
+        return None
+    if scheme not in ("http", "https"):
+        return None
+    text = quote(text, safe=":/?#[]@!$&'()*+,;=%-._~")
+    return text if len(text) <= SLACK_LIMITS["url"] else None
+
+
+def _subject_line(value: str) -> str:
+    # No CR/LF (header injection) nor other control characters in a mail subject.
+    text = re.sub(r"[\x00-\x1f\x7f\u2028\u2029]+", " ", _clean(value))
+    return truncate(re.sub(r"\s{2,}", " ", text).strip(), _SUBJECT_LIMIT, "…")
+
+
+# --------------------------------------------------------------------------- template environments
+
+
+class _Mrkdwn(str):
+    """mrkdwn we built ourselves (bold, links): the Slack environment prints it unescaped."""
+
+
+def _slack_finalize(value: Any) -> str:
+    if value is None or isinstance(value, jinja2.Undefined):
+        return ""
+    if isinstance(value, _Mrkdwn):
+        return str(value)
+    return escape_mrkdwn(value)
+
+
+def _plain_finalize(value: Any) -> Any:
+    if value is None or isinstance(value, jinja2.Undefined):
+        return ""
+    return value
+
+
+def _helpers(fmt: str, base_url: str) -> dict[str, Callable[..., Any]]:
+    def first_line(text: Any) -> str:
+        for line in _clean(text or "").splitlines():
+            if line.strip():
+                return line.strip()
+        return ""
+
+    def duration(seconds: Any) -> str:
+        from tasklens.rules import format_duration
+
+        try:
+            return format_duration(float(seconds))
+        except (TypeError, ValueError):
+            return ""
+
+    if fmt == "slack":
+
+        def bold(text: Any) -> _Mrkdwn:
+            return _Mrkdwn(f"*{escape_mrkdwn(text).replace('*', '∗')}*") if text not in (None, "") else _Mrkdwn("")
+
+        def code(text: Any) -> _Mrkdwn:
+            return _Mrkdwn(f"`{escape_mrkdwn(text).replace('`', 'ˋ')}`") if text not in (None, "") else _Mrkdwn("")
+
+        def pre(text: Any) -> _Mrkdwn:
+            return _Mrkdwn(f"```{escape_mrkdwn(text).replace('```', 'ˋˋˋ')}```") if text else _Mrkdwn("")
+
+        def link(url: Any, text: Any) -> _Mrkdwn:
+            safe = _safe_url(url, base_url)
+            if safe is None:
+                return _Mrkdwn(escape_mrkdwn(text))
+            return _Mrkdwn(f"<{escape_mrkdwn(safe)}|{escape_mrkdwn(text).replace('|', '¦')}>")
+
+        def icon(severity: Any) -> _Mrkdwn:
+            return _Mrkdwn(_EMOJI.get(_severity(severity), ""))
+
+    elif fmt == "html":
+
+        def bold(text: Any) -> Markup:  # type: ignore[misc]
+            return Markup("<strong>%s</strong>") % _clean(text) if text not in (None, "") else Markup("")
+
+        def code(text: Any) -> Markup:  # type: ignore[misc]
+            return Markup("<code>%s</code>") % _clean(text) if text not in (None, "") else Markup("")
+
+        def pre(text: Any) -> Markup:  # type: ignore[misc]
+            return Markup('<pre style="white-space:pre-wrap">%s</pre>') % _clean(text) if text else Markup("")
+
+        def link(url: Any, text: Any) -> Markup:  # type: ignore[misc]
+            safe = _safe_url(url, base_url)
+            return Markup('<a href="%s">%s</a>') % (safe, _clean(text)) if safe else escape(_clean(text))
+
+        def icon(severity: Any) -> Markup:  # type: ignore[misc]
+            return Markup("[%s]") % _severity(severity).value.upper()
+
+    else:
+
+        def bold(text: Any) -> str:  # type: ignore[misc]
+            return _clean(text) if text is not None else ""
+
+        def code(text: Any) -> str:  # type: ignore[misc]
+            return _clean(text) if text is not None else ""
+
+        def pre(text: Any) -> str:  # type: ignore[misc]
+            return "\n".join("    " + line for line in _clean(text or "").splitlines())
+
+        def link(url: Any, text: Any) -> str:  # type: ignore[misc]
+            safe = _safe_url(url, base_url)
+            return f"{_clean(text)} ({safe})" if safe else _clean(text)
+
+        def icon(severity: Any) -> str:  # type: ignore[misc]
+            return f"[{_severity(severity).value.upper()}]"
+
+    return {
+        "bold": bold,
+        "code": code,
+        "pre": pre,
+        "link": link,
+        "icon": icon,
+        "first_line": first_line,
+        "duration": duration,
+    }
+
+
+def _severity(value: Any) -> Severity:
+    try:
+        return Severity(getattr(value, "value", value))
+    except ValueError:
+        return Severity.INFO
+
+
+@functools.lru_cache(maxsize=16)
+def _environment(fmt: str, override_dir: str | None) -> jinja2.Environment:
+    loaders: list[jinja2.BaseLoader] = []
+    if override_dir:
+        loaders.append(jinja2.FileSystemLoader(override_dir))
+    loaders.append(jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES_DIR)))
+    options: dict[str, Any] = {
+        "loader": jinja2.ChoiceLoader(loaders),
+        "undefined": jinja2.ChainableUndefined,
+        "trim_blocks": True,
+        "lstrip_blocks": True,
+        "keep_trailing_newline": False,
+    }
+    if fmt == "slack":
+        return ImmutableSandboxedEnvironment(autoescape=False, finalize=_slack_finalize, **options)
+    if fmt == "html":
+        return ImmutableSandboxedEnvironment(autoescape=True, finalize=_plain_finalize, **options)
+    return ImmutableSandboxedEnvironment(autoescape=False, finalize=_plain_finalize, **options)
+
+
+def _render_block(
+    fmt: str, override_dir: str | None, names: Sequence[str], block: str, context: Mapping[str, Any]
+) -> str:
+    """Render ``block`` from the first of ``names`` defining it: the override file first, then the built-in one."""
+    for name in names:
+        file_name = f"{name}.j2"
+        if override_dir and (Path(override_dir) / file_name).is_file():
+            try:
+                rendered = _block_of(_environment(fmt, override_dir), file_name, block, context)
+            except Exception:
+                log.warning(
+                    "tasklens: template %s (block %r) in %s failed to render; using the built-in one",
+                    file_name,
+                    block,
+                    override_dir,
+                    exc_info=True,
+                )
+                rendered = None
+            if rendered is not None:
+                return rendered
+        if (BUILTIN_TEMPLATES_DIR / file_name).is_file():
+            rendered = _block_of(_environment(fmt, None), file_name, block, context)
+            if rendered is not None:
+                return rendered
+    return ""
+
+
+def _block_of(env: jinja2.Environment, file_name: str, block: str, context: Mapping[str, Any]) -> str | None:
+    template = env.get_template(file_name)
+    render = template.blocks.get(block)
+    if render is None:
+        return None
+    return "".join(render(template.new_context(dict(context)))).strip()
+
+
+def _templates_dir(value: Any) -> str | None:
+    if value is _USE_CONFIG:
+        try:
+            from tasklens import config
+
+            value = config.templates_dir()
+        except Exception:  # a broken config must not stop a message
+            log.warning("tasklens: cannot read [tasklens] templates_dir; using built-in templates", exc_info=True)
+            value = None
+    return str(value) if value else None
+
+
+# --------------------------------------------------------------------------- views (what templates see)
+
+
+def _redact(value: Any) -> Any:
+    from tasklens.events import redact
+
+    return redact(value)
+
+
+def _bounded(value: Any, limit: int, depth: int = 0) -> Any:
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return truncate(value, limit)
+    if depth >= 4:
+        return truncate(repr(value), limit)
+    if isinstance(value, Mapping):
+        return {truncate(k, 200): _bounded(v, limit, depth + 1) for k, v in list(value.items())[:50]}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_bounded(v, limit, depth + 1) for v in list(value)[:50]]
+    return truncate(str(value), limit)
+
+
+def _text_field(value: Any, limit: int = _FIELD_LIMIT) -> str | None:
+    if value is None:
+        return None
+    # Cut generously first (cheap on 1 MB), mask secrets, then cut to the real limit.
+    return truncate(_redact(truncate(value, limit * 4)), limit)
+
+
+def _alert_view(alert: Alert) -> dict[str, Any]:
+    data = dict(alert.data or {})
+    traceback = data.pop("traceback", None)
+    view_data = _redact(_bounded(data, _DATA_LIMIT))
+    message = _text_field(alert.exception_message)
+    first = ""
+    for line in (message or "").splitlines():
+        if line.strip():
+            first = line.strip()
+            break
+    task = alert.task_id or ""
+    if task and alert.map_index is not None and alert.map_index >= 0:
+        task = f"{task}[{alert.map_index}]"
+    try_label = ""
+    if alert.try_number is not None:
+        try_label = str(alert.try_number)
+        if alert.max_tries is not None:
+            try_label += f"/{alert.max_tries + 1}"
+    return {
+        "title": _text_field(alert.title, 500) or "",
+        "summary": _text_field(alert.summary, 1000) or "",
+        "rule": _clean(alert.rule),
+        "kind": alert.kind.value,
+        "severity": alert.severity.value,
+        "dag_id": _text_field(alert.dag_id, 250) or "",
+        "task_id": _text_field(alert.task_id, 250) or "",
+        "task": _text_field(task, 260) or "",
+        "run_id": _text_field(alert.run_id, 250) or "",
+        "map_index": alert.map_index,
+        "try_number": alert.try_number,
+        "max_tries": alert.max_tries,
+        "try_label": try_label,
+        "exception_type": _text_field(alert.exception_type, 250),
+        "exception_message": message,
+        "exception_first_line": first,
+        "traceback": _text_field(traceback, _TRACEBACK_LIMIT) if traceback else None,
+        "log_url": alert.log_url,
+        "template": alert.template,
+        "labels": _redact(_bounded(dict(alert.labels or {}), 500)),
+        "data": view_data,
+        "occurred_at": _clean(alert.occurred_at),
+    }
+
+
+def _item_view(snapshot: AlertSnapshot, base_url: str) -> dict[str, Any]:
+    return {
+        "id": snapshot.id,
+        "alert": _alert_view(snapshot.alert),
+        "status": snapshot.status.value if isinstance(snapshot.status, Status) else str(snapshot.status),
+        "occurrences": snapshot.occurrences,
+        "first_seen": _clean(snapshot.first_seen),
+        "last_seen": _clean(snapshot.last_seen),
+        "alert_url": _safe_url(snapshot.alert_url, base_url),
+        "log_url": _safe_url(snapshot.alert.log_url, base_url),
+        "severity": snapshot.alert.severity,
+    }
+
+
+@functools.cache
+def _empty_item() -> dict[str, Any]:
+    return {
+        "id": None,
+        "alert": _alert_view(
+            Alert(
+                fingerprint="",
+                rule="",
+                kind=AlertKind.CUSTOM,
+                severity=Severity.INFO,
+                title="tasklens",
+                summary="(no alerts)",
+                dag_id="",
+            )
+        ),
+        "status": Status.OPEN.value,
+        "occurrences": 0,
+        "first_seen": "",
+        "last_seen": "",
+        "alert_url": None,
+        "log_url": None,
+        "severity": Severity.INFO,
+    }
+
+
+def _template_names(notification_kind: str, alert: Alert) -> list[str]:
+    if notification_kind in ("digest", "escalation", "resolve"):
+        return [notification_kind]
+    kind_template = _KIND_TEMPLATES.get(alert.kind, "custom")
+    names = [alert.template] if alert.template and alert.template != kind_template else []
+    return [*names, kind_template]
+
+
+def _context(notification: Notification, items: list[dict[str, Any]], fmt: str, base_url: str) -> dict[str, Any]:
+    first: dict[str, Any] = items[0] if items else _empty_item()
+    counts = Counter(item["alert"]["severity"] for item in items)
+    return {
+        "notification_kind": notification.kind,
+        "channel": notification.channel,
+        "items": items,
+        "item": first,
+        "alert": first["alert"],
+        "count": len(items),
+        "severity_counts": dict(counts),
+        "dag_id": first["alert"].get("dag_id", ""),
+        "run_id": first["alert"].get("run_id", ""),
+        "fmt": fmt,
+        "base_url": base_url,
+        **_helpers(fmt, base_url),
+    }
+
+
+def _overall_severity(notification: Notification) -> Severity:
+    if not notification.items:
+        return Severity.INFO
+    return max((s.alert.severity for s in notification.items), key=lambda s: s.rank)
+
+
+def _rendered(notification: Notification, fmt: str, base_url: str, override: str | None) -> dict[str, Any]:
+    """headline/body (and digest lines) of ``notification`` in one format."""
+    items = [_item_view(s, base_url) for s in notification.items]
+    context = _context(notification, items, fmt, base_url)
+    first_alert = notification.items[0].alert if notification.items else None
+    names = _template_names(notification.kind, first_alert) if first_alert else ["custom"]
+    many = len(items) > 1
+    if notification.kind in ("alert", "test") and many:
+        names = ["digest"]
+    headline = _render_block(fmt, override, names, "headline", context)
+    body = _render_block(fmt, override, names, "body", context)
+    lines: list[str] = []
+    if many or notification.kind == "digest":
+        for item in items:
+            item_context = {**context, "item": item, "alert": item["alert"]}
+            lines.append(_render_block(fmt, override, ["digest"], "item", item_context))
+    if notification.kind == "test":
+        headline = f"[test] {headline}"
+    return {
+        "headline": headline,
+        "body": body,
+        "lines": lines if many or notification.kind == "digest" else [],
+        "items": items,
+        "context": context,
+    }
+
+
+# --------------------------------------------------------------------------- Slack
+
+
+def _plain(text: str, limit: int) -> dict[str, Any]:
+    return {"type": "plain_text", "text": truncate_mrkdwn(text, limit) or " ", "emoji": True}
+
+
+def _mrkdwn(text: str, limit: int = SLACK_LIMITS["text"]) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": truncate_mrkdwn(text, limit) or " "}
+
+
+def _slack_fields(item: dict[str, Any], notification: Notification) -> list[dict[str, Any]]:
+    alert = item["alert"]
+    pairs = [
+        ("DAG", alert["dag_id"]),
+        ("Task", alert["task"]),
+        ("Run", alert["run_id"]),
+        ("Try", alert["try_label"]),
+        ("Severity", alert["severity"]),
+        ("Occurrences", str(item["occurrences"])),
+    ]
+    if item["status"] != Status.OPEN.value or notification.kind == "resolve":
+        pairs.append(("Status", item["status"]))
+    fields = [_mrkdwn(f"*{label}*\n{escape_mrkdwn(value)}", SLACK_LIMITS["field"]) for label, value in pairs if value]
+    return fields[: SLACK_LIMITS["fields"]]
+
+
+def _slack_buttons(item: dict[str, Any], index: int = 0) -> dict[str, Any] | None:
+    elements = []
+    if item["log_url"]:
+        elements.append(
+            {
+                "type": "button",
+                "text": _plain("View task log", SLACK_LIMITS["button_text"]),
+                "url": item["log_url"],
+                "action_id": f"tasklens-log-{index}",
+            }
+        )
+    if item["alert_url"]:
+        elements.append(
+            {
+                "type": "button",
+                "text": _plain("Open in tasklens", SLACK_LIMITS["button_text"]),
+                "url": item["alert_url"],
+                "action_id": f"tasklens-alert-{index}",
+            }
+        )
+    return {"type": "actions", "elements": elements} if elements else None
+
+
+def _slack_context(item: dict[str, Any]) -> dict[str, Any]:
+    alert = item["alert"]
+    parts = [f"tasklens · rule `{escape_mrkdwn(alert['rule']).replace('`', 'ˋ')}`"]
+    if item["first_seen"]:
+        parts.append(f"first seen {escape_mrkdwn(item['first_seen'])}")
+    if item["last_seen"] and item["last_seen"] != item["first_seen"]:
+        parts.append(f"last seen {escape_mrkdwn(item['last_seen'])}")
+    return {"type": "context", "elements": [_mrkdwn(" · ".join(parts))]}
+
+
+def _pack_lines(lines: Sequence[str], budget_blocks: int) -> tuple[list[dict[str, Any]], int]:
+    """Digest lines packed into sections of <= 3,000 chars; returns blocks and the lines left out."""
+    limit = SLACK_LIMITS["text"]
+    blocks: list[dict[str, Any]] = []
+    current = ""
+    used = 0
+    for line in lines:
+        line = truncate_mrkdwn(line, 600)
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) <= limit:
+            current, used = candidate, used + 1
+            continue
+        if len(blocks) + 1 >= budget_blocks:
+            break
+        blocks.append({"type": "section", "text": _mrkdwn(current)})
+        current, used = line, used + 1
+    if current and len(blocks) < budget_blocks:
+        blocks.append({"type": "section", "text": _mrkdwn(current)})
+    elif current:
+        used -= current.count("\n") + 1
+    return blocks, len(lines) - used
+
+
+def render_slack(notification: Notification, *, base_url: str, templates_dir: Any = _USE_CONFIG) -> dict[str, Any]:
+    """Block Kit payload ``{"text": fallback, "blocks": [...]}`` for ``notification``.
+
+    ``templates_dir`` defaults to ``[tasklens] templates_dir``; pass None for built-ins only.
+    """
+    override = _templates_dir(templates_dir)
+    parts = _rendered(notification, "slack", base_url, override)
+    severity = _overall_severity(notification)
+    if notification.kind == "resolve":
+        icon = ":white_check_mark:"
+    elif notification.kind == "escalation":
+        icon = ":rotating_light:"
+    else:
+        icon = _EMOJI[severity]
+    headline = parts["headline"] or "tasklens alert"
+    items = parts["items"]
+    blocks: list[dict[str, Any]] = [{"type": "header", "text": _plain(f"{icon} {headline}", SLACK_LIMITS["header"])}]
+    if parts["body"]:
+        blocks.append({"type": "section", "text": _mrkdwn(parts["body"])})
+    if parts["lines"]:
+        budget = SLACK_LIMITS["blocks"] - len(blocks) - 1  # room for the overflow note
+        sections, left_out = _pack_lines(parts["lines"], budget)
+        blocks.extend(sections)
+        if left_out:
+            blocks.append({"type": "context", "elements": [_mrkdwn(f"…and {left_out} more alert(s) in tasklens")]})
+    elif items:
+        item = items[0]
+        if notification.kind != "resolve":
+            fields = _slack_fields(item, notification)
+            if fields:
+                blocks.append({"type": "section", "fields": fields})
+        buttons = _slack_buttons(item)
+        if buttons:
+            blocks.append(buttons)
+        blocks.append(_slack_context(item))
+    fallback = f"{icon} {headline}"
+    if parts["body"]:
+        fallback += f"\n{parts['body']}"
+    return {"text": truncate_mrkdwn(fallback, SLACK_LIMITS["text"]), "blocks": blocks[: SLACK_LIMITS["blocks"]]}
+
+
+# --------------------------------------------------------------------------- email
+
+
+def _email_fields(item: dict[str, Any], notification: Notification) -> list[tuple[str, str]]:
+    alert = item["alert"]
+    pairs = [
+        ("DAG", alert["dag_id"]),
+        ("Task", alert["task"]),
+        ("Run", alert["run_id"]),
+        ("Try", alert["try_label"]),
+        ("Severity", alert["severity"]),
+        ("Occurrences", str(item["occurrences"])),
+        ("Status", item["status"]),
+        ("First seen", item["first_seen"]),
+        ("Last seen", item["last_seen"]),
+        ("Rule", alert["rule"]),
+    ]
+    return [(label, value) for label, value in pairs if value]
+
+
+def _email_buttons(item: dict[str, Any]) -> list[tuple[str, str]]:
+    buttons = []
+    if item["log_url"]:
+        buttons.append(("View task log", item["log_url"]))
+    if item["alert_url"]:
+        buttons.append(("Open in tasklens", item["alert_url"]))
+    return buttons
+
+
+def render_email(
+    notification: Notification, *, base_url: str, templates_dir: Any = _USE_CONFIG
+) -> tuple[str, str, str]:
+    """``(subject, html, text)`` for ``notification``: the same content as the Slack message.
+
+    HTML is autoescaped by Jinja2; the subject has no line breaks (no header injection).
+    """
+    override = _templates_dir(templates_dir)
+    severity = _overall_severity(notification)
+    html_parts = _rendered(notification, "html", base_url, override)
+    text_parts = _rendered(notification, "text", base_url, override)
+    if notification.kind == "resolve":
+        label = "RESOLVED"
+    elif notification.kind == "escalation":
+        label = f"ESCALATION {severity.value.upper()}"
+    else:
+        label = severity.value.upper()
+    subject = _subject_line(f"[tasklens] {label}: {text_parts['headline'] or 'alert'}")
+    items = html_parts["items"]
+    single = items[0] if items and not html_parts["lines"] else None
+    layout = {
+        "subject": subject,
+        "severity": severity.value,
+        "label": label,
+        "color": "#039855" if notification.kind == "resolve" else _COLORS[severity],
+        "fields": _email_fields(single, notification) if single else [],
+        "buttons": _email_buttons(single) if single else [],  # digest lines link each alert
+        "traceback": single["alert"]["traceback"] if single and notification.kind != "resolve" else None,
+        "count": len(items),
+    }
+    html = _render_layout(
+        "html",
+        override,
+        {
+            **layout,
+            # Rendered by the autoescaping HTML environment: already safe.
+            "headline": Markup(html_parts["headline"]),  # noqa: S704
+            "body": Markup(html_parts["body"]),  # noqa: S704
+            "lines": [Markup(line) for line in html_parts["lines"]],  # noqa: S704
+        },
+    )
+    text = _render_layout(
+        "text",
+        override,
+        {
+            **layout,
+            "headline": text_parts["headline"],
+            "body": text_parts["body"],
+            "lines": text_parts["lines"],
+        },
+    )
+    return subject, html, text
+
+
+def _render_layout(fmt: str, override: str | None, context: Mapping[str, Any]) -> str:
+    name = "_email.html.j2" if fmt == "html" else "_email.txt.j2"
+    dirs = [override, None] if override else [None]
+    for directory in dirs:
+        try:
+            return _environment(fmt, directory).get_template(name).render(dict(context)).strip() + "\n"
+        except jinja2.TemplateNotFound:
+            continue
+        except Exception:
+            if directory is None:
+                raise
+            log.warning(
+                "tasklens: email layout %s in %s failed to render; using the built-in one",
+                name,
+                directory,
+                exc_info=True,
+            )
+    raise jinja2.TemplateNotFound(name)
