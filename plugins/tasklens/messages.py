@@ -264,7 +264,11 @@ def _helpers(fmt: str, base_url: str) -> dict[str, Callable[..., Any]]:
         def icon(severity: Any) -> str:  # type: ignore[misc]
             return f"[{_severity(severity).value.upper()}]"
 
+    def num(value: Any) -> str:
+        return f"{value:g}" if isinstance(value, float) else _clean("" if value is None else value)
+
     return {
+        "num": num,
         "bold": bold,
         "code": code,
         "pre": pre,
@@ -686,13 +690,11 @@ def render_email(
     severity = _overall_severity(notification)
     html_parts = _rendered(notification, "html", base_url, override)
     text_parts = _rendered(notification, "text", base_url, override)
-    if notification.kind == "resolve":
-        label = "RESOLVED"
-    elif notification.kind == "escalation":
-        label = f"ESCALATION {severity.value.upper()}"
-    else:
-        label = severity.value.upper()
-    subject = _subject_line(f"[tasklens] {label}: {text_parts['headline'] or 'alert'}")
+    label = "RESOLVED" if notification.kind == "resolve" else severity.value.upper()
+    headline = text_parts["headline"] or "alert"
+    # The resolve headline already says "Resolved: ..."; do not repeat it.
+    prefix = "[tasklens]" if notification.kind == "resolve" else f"[tasklens] {label}:"
+    subject = _subject_line(f"{prefix} {headline}")
     items = html_parts["items"]
     single = items[0] if items and not html_parts["lines"] else None
     layout = {

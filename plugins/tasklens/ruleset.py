@@ -319,6 +319,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: dict[Any, Any] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *anchor` merges are resolved by SafeLoader itself
         key = loader.construct_object(key_node, deep=deep)
         if isinstance(key, (list, dict)):
             continue  # reported as a non-string key later
@@ -942,6 +944,8 @@ def parse_ruleset(
     """Validate an already-parsed YAML document (a mapping) layered on the built-in defaults."""
     reader = _Reader(source)
     top = reader.mapping(document, "")
+    # `x-...` keys hold YAML anchors for reuse (as in docker-compose); they are not configuration.
+    top = {key: value for key, value in top.items() if not key.startswith("x-")}
     reader.keys(top, "", _TOP_KEYS)
     if "version" in top and top["version"] != 1:
         raise reader.fail("version", f"unsupported version {top['version']!r}", "write version: 1")

@@ -51,6 +51,7 @@ def test_example_file_loads_and_documents_every_section():
     assert ruleset.retry_policies["spark_jobs"].preset == "spark"
     assert ruleset.route("critical").escalate_after_s == 1800
     assert len(ruleset.route("critical").mute) == 2
+    assert ruleset.route("warning").fallback_channels == ("email",)
 
 
 def test_example_file_mentions_every_schema_key():
@@ -120,6 +121,19 @@ def test_config_ruleset_loads_rules_file(tmp_path, monkeypatch):
         monkeypatch.delenv("AIRFLOW__TASKLENS__RULES_FILE")
         config.reset()
     assert config.ruleset().source is None
+
+
+def test_yaml_anchors_and_merge_keys(tmp_path):
+    """x- keys hold anchors; `<<: *anchor` merges them into routes (own keys win)."""
+    ruleset = load(tmp_path, """
+        x-common: &common {group_wait: 1m, channels: [slack]}
+        routes:
+          - {<<: *common, name: a}
+          - {<<: *common, name: b, channels: [email]}
+    """)
+    a, b = ruleset.routes
+    assert a.channels == ("slack",) and a.group_wait_s == 60
+    assert b.channels == ("email",) and b.group_wait_s == 60
 
 
 def test_empty_file_is_the_defaults(tmp_path):
