@@ -1,0 +1,151 @@
+"""The FastAPI app behind ``/tasklens``: lifespan (dispatcher), health, and the API and page routers."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import HTTPException
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+__all__ = ["create_app", "get_app", "health", "install_routes"]
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+_ERROR_TEXT_LIMIT = 200
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Install the routes (if the app was built lazily) and start the outbox dispatcher with the api-server
+    (``[tasklens] dispatcher_enabled``); stop it on shutdown."""
+    install_routes(app)
+    started = False
+    try:
+        from tasklens import config, dispatch
+
+        if config.dispatcher_enabled():
+            started = dispatch.start_background_dispatcher()
+    except Exception:  # the UI still serves when the dispatcher cannot start; /tasklens/health says so
+        log.warning("tasklens: the background dispatcher did not start", exc_info=True)
+    try:
+        yield
+    finally:
+        if started:
+            from tasklens import dispatch
+
+            dispatch.stop_background_dispatcher()
+
+
+def _first_line(text: Any) -> str | None:
+    """An error as health shows it: its first line only (SQLAlchemy appends the SQL and parameters, which may hold
+    alert content), bounded."""
+    if text is None:
+        return None
+    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    return line[:_ERROR_TEXT_LIMIT]
+
+
+def health() -> tuple[int, dict[str, Any]]:
+    """Store reachability, dispatcher state, pending outbox size and the last delivery error per channel.
+
+    Reveals no alert content: counts, timestamps, channel names and the first line of errors only.
+    """
+    from tasklens import config, dispatch
+
+    body: dict[str, Any] = {"status": "ok"}
+    try:
+        from tasklens.store import get_store
+
+        stats = get_store().outbox_stats()
+        body["store"] = {"reachable": True}
+        body["outbox"] = {"pending": stats["pending"], "by_state": stats["by_state"]}
+        errors = {
+            channel: {"error": _first_line(info.get("error")), "at": info.get("at")}
+            for channel, info in stats["last_error_by_channel"].items()
+        }
+    except Exception as exc:  # unreachable or unmigratable store
+        log.warning("tasklens health: the store is unreachable", exc_info=True)
+        body["status"] = "unhealthy"
+        body["store"] = {"reachable": False, "error": type(exc).__name__}
+        body["outbox"] = None
+        errors = {}
+    try:
+        enabled = config.dispatcher_enabled()
+    except Exception:
+        enabled = False
+    state = dispatch.dispatcher_state()
+    for channel, error in (state.get("last_error_by_channel") or {}).items():
+        errors.setdefault(channel, {"error": _first_line(error), "at": None})
+    body["dispatcher"] = {
+        "enabled": enabled,
+        "running": bool(state.get("running")),
+        "last_pass_at": state.get("last_pass_at"),
+        "last_pass_error": _first_line(state.get("last_pass_error")),
+        "messages_sent": state.get("messages_sent", 0),
+    }
+    body["last_delivery_error_by_channel"] = errors
+    if body["status"] == "ok" and enabled and not body["dispatcher"]["running"]:
+        body["status"] = "degraded"
+    return (503 if body["status"] == "unhealthy" else 200), body
+
+
+def _wants_html(request: Request) -> bool:
+    path = request.url.path
+    return "/api/" not in path and not path.endswith("/health") and "text/html" in request.headers.get("accept", "")
+
+
+def install_routes(app: FastAPI) -> None:
+    """Add the API and page routers (they import Airflow's API security module, ~2 s: api-server only)."""
+    if getattr(app.state, "tasklens_routes", False):
+        return
+    from tasklens.ui.api import router as api_router
+    from tasklens.ui.pages import router as pages_router
+
+    app.include_router(api_router)
+    app.include_router(pages_router)
+    app.openapi_schema = None
+    app.state.tasklens_routes = True
+
+
+def create_app(*, lazy: bool = False) -> FastAPI:
+    """A new tasklens app. ``lazy`` defers the routes to the app's lifespan, so that building the app in
+    processes that never serve it (workers, the scheduler: every process loads the plugin) stays cheap."""
+    app = FastAPI(
+        title="tasklens",
+        description="Task-level alerts of Airflow: list, inspect, acknowledge, resolve and mute. Every route except "
+        "`/health` needs an authenticated Airflow user (Bearer token or the UI's `_token` cookie).",
+        version="1",
+        lifespan=lifespan,
+    )
+
+    @app.get("/health", tags=["health"], summary="Store, dispatcher and outbox health (no alert content)")
+    def get_health() -> JSONResponse:
+        code, body = health()
+        return JSONResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if _wants_html(request):
+            from tasklens.ui.pages import render_error
+
+            return HTMLResponse(render_error(request, exc.status_code, str(exc.detail)), status_code=exc.status_code)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if not lazy:
+        install_routes(app)
+    return app
+
+
+@functools.cache
+def get_app() -> FastAPI:
+    """The process's app, the one the plugin mounts (routes installed by its lifespan)."""
+    return create_app(lazy=True)
