@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,6 +39,8 @@ __all__ = [
     "exception_matches",
     "has_tag",
     "on_event",
+    "on_state",
+    "operator_matches",
     "owner_matches",
     "rule_condition",
     "task_matches",
@@ -94,6 +97,10 @@ def on_event(*kinds: str) -> Condition:
     return Condition(lambda e: e.event in kinds, f"on_event{kinds!r}")
 
 
+#: ``on_state("failed")`` reads like the task states it names; same as :func:`on_event`.
+on_state = on_event
+
+
 def after_attempt(number: int) -> Condition:
     """The attempt's ``try_number`` is at least ``number``."""
     return Condition(lambda e: (e.try_number or 1) >= number, f"after_attempt({number})")
@@ -134,6 +141,7 @@ def exception_matches(*patterns: str) -> Condition:
     return Condition(lambda e: _globs(e.exception_type, patterns), f"exception_matches{patterns!r}")
 
 
+@functools.lru_cache(maxsize=1024)
 def _match_condition(match: RuleMatch) -> Condition:
     condition = always()
     if match.dag_id:
@@ -151,6 +159,7 @@ def _match_condition(match: RuleMatch) -> Condition:
     return condition
 
 
+@functools.lru_cache(maxsize=1024)
 def rule_condition(rule: Rule) -> Condition:
     """Everything a task event must satisfy for ``rule`` to fire (event kind, match, attempt, condition)."""
     condition = on_event(*rule.event_kinds) if rule.event_kinds else always()

@@ -18,6 +18,7 @@ from tasklens.rules import (
     format_duration,
     has_tag,
     on_event,
+    on_state,
     rule_condition,
 )
 from tasklens.ruleset import Rule, load_ruleset
@@ -320,6 +321,7 @@ def test_combinators():
     assert either(event()) and not either(event(dag_tags=()))
     assert (~dag_matches("etl"))(event(dag_id="other"))
     assert "after_attempt(2)" in repr(failed_late)
+    assert (on_state("up_for_retry") & ~after_attempt(3))(event("up_for_retry", try_number=2))
 
 
 def test_programmatic_rule_condition(ruleset):

@@ -125,12 +125,15 @@ def test_config_ruleset_loads_rules_file(tmp_path, monkeypatch):
 
 def test_yaml_anchors_and_merge_keys(tmp_path):
     """x- keys hold anchors; `<<: *anchor` merges them into routes (own keys win)."""
-    ruleset = load(tmp_path, """
+    ruleset = load(
+        tmp_path,
+        """
         x-common: &common {group_wait: 1m, channels: [slack]}
         routes:
           - {<<: *common, name: a}
           - {<<: *common, name: b, channels: [email]}
-    """)
+    """,
+    )
     a, b = ruleset.routes
     assert a.channels == ("slack",) and a.group_wait_s == 60
     assert b.channels == ("email",) and b.group_wait_s == 60
