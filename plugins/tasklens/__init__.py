@@ -24,8 +24,8 @@ _LAZY = {
     "get_logger": ("tasklens.logs", "get_logger"),
     "timed": ("tasklens.logs", "timed"),
     "alert": ("tasklens.api", "alert"),
-    "on_failure": ("tasklens.api", "on_failure"),
-    "defaults": ("tasklens.api", "defaults"),
+    "on_failure": ("tasklens.callbacks", "on_failure"),
+    "defaults": ("tasklens.policy", "defaults"),
 }
 _SUBMODULES = {"metrics", "retry", "config", "events", "testing", "spark", "policy"}
 

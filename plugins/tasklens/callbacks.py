@@ -13,7 +13,7 @@ from typing import Any
 
 from tasklens import events, pipeline
 
-__all__ = ["FailureCallback", "listener_saw", "mark_listener_saw"]
+__all__ = ["FailureCallback", "listener_saw", "mark_listener_saw", "on_failure"]
 
 # Attempts whose ``running`` transition the listener reported in this process.
 _listener_attempts: set[tuple[str, str, str, int, int]] = set()
@@ -28,11 +28,20 @@ def listener_saw(event: events.TaskEvent) -> bool:
 
 
 def _event_from_failure_context(context: Mapping[str, Any]) -> events.TaskEvent:
-    reason = None if context.get("exception") is not None else "task failed outside its process (worker lost or heartbeat timeout)"
+    reason = (None if context.get("exception") is not None
+              else "task failed outside its process (worker lost or heartbeat timeout)")
     event = events.from_context("failed", context, source="callback", reason=reason)
     ti = context.get("ti") or context.get("task_instance")
     if events.state_name(getattr(ti, "state", None)) == "up_for_retry":
-        return events.TaskEvent.from_dict({**event.to_dict(), "event": "up_for_retry"})
+        retry_fields: dict[str, Any] = {"event": "up_for_retry"}
+        try:
+            from tasklens.retry import retry_schedule
+
+            next_retry_at, policy_reason = retry_schedule(ti, context.get("exception"))
+            retry_fields.update(next_retry_at=next_retry_at, reason=event.reason or policy_reason)
+        except Exception:  # noqa: S110 - the event matters more than its retry time
+            pass
+        return events.TaskEvent.from_dict({**event.to_dict(), **retry_fields})
     return event
 
 
@@ -47,3 +56,16 @@ class FailureCallback:
 
     def __repr__(self) -> str:
         return "tasklens.FailureCallback()"
+
+
+def on_failure() -> FailureCallback:
+    """tasklens's ``on_failure_callback``, for DAGs that adopt it explicitly (the cluster policy adds it too).
+
+    ::
+
+        default_args = {"on_failure_callback": tasklens.on_failure(), "retries": 2}
+
+    Combine with your own callbacks in a list: ``[my_callback, tasklens.on_failure()]``. The
+    cluster policy sees it there and does not add a second one.
+    """
+    return FailureCallback()

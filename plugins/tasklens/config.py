@@ -18,6 +18,7 @@ from tasklens.exceptions import ConfigError
 __all__ = [
     "airflow_home",
     "base_url",
+    "default_retry_preset",
     "delivery_budget_s",
     "delivery_max_age_s",
     "dispatch_interval_s",
@@ -282,3 +283,10 @@ def ruleset() -> Ruleset:
     from tasklens.ruleset import load_ruleset
 
     return load_ruleset(rules_file())
+
+
+@_cache
+def default_retry_preset() -> str | None:
+    """Retry preset the cluster policy gives tasks no ``retry_policies`` entry matches; ``none`` = leave them alone."""
+    raw = (_get("default_retry_preset", "transient_network") or "transient_network").strip()
+    return None if raw.lower() in {"none", "off", "false"} else raw

@@ -207,6 +207,15 @@ def from_task_instance(
     if not fields.get("pool"):
         fields["pool"] = getattr(ti, "pool", None)
     map_index = getattr(ti, "map_index", -1)
+    next_retry_at = None
+    if event == "up_for_retry":
+        try:  # the retry time and the retry policy's reason; the event matters more than either
+            from tasklens.retry import retry_schedule
+
+            next_retry_at, policy_reason = retry_schedule(ti, error)
+            reason = reason or policy_reason
+        except Exception:  # noqa: S110
+            pass
     return TaskEvent(
         event=event,
         dag_id=str(ti.dag_id),
@@ -224,6 +233,7 @@ def from_task_instance(
         end_date=_iso(end) if event != "running" else None,
         log_url=_log_url(ti),
         reason=reason,
+        next_retry_at=next_retry_at,
         source=source,
         **fields,
         **_exception_fields(error),

@@ -5,19 +5,37 @@ mode, from ``$AIRFLOW_HOME/config/airflow_local_settings.py``::
 
     from tasklens.policy import task_policy  # noqa: F401
 
-DAGs tagged ``tasklens:off`` are left alone. Existing callbacks are kept; tasklens's is appended.
+For every task of a DAG not tagged ``tasklens:off`` it
+
+* keeps the task's callbacks and appends tasklens's :class:`~tasklens.callbacks.FailureCallback`;
+* gives the task the retry preset of the first ``retry_policies`` entry of the rules file that
+  matches it (DAG id glob, DAG tag, operator class), else ``[tasklens] default_retry_preset``
+  (``transient_network``), where the task sets none (see :func:`tasklens.retry.apply`);
+* checks the task's final retry settings.
+
+It never raises, except for bad configuration (an unknown preset, a retry rule naming an
+exception class that cannot be imported, a negative delay): that raises
+``AirflowClusterPolicyViolation``, which Airflow records as an import error of the DAG file
+(shown in the UI) naming the problem and the fix. A typo must never leave a task silently
+unprotected.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import logging
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from airflow.policies import hookimpl
 
-from tasklens.callbacks import FailureCallback
+from tasklens.callbacks import FailureCallback, on_failure
+from tasklens.exceptions import ConfigError
 
-__all__ = ["OPT_OUT_TAG", "task_policy"]
+if TYPE_CHECKING:
+    from tasklens.ruleset import RetryPolicyRef
+
+__all__ = ["OPT_OUT_TAG", "add_failure_callback", "defaults", "retry_preset_for", "task_policy"]
 
 log = logging.getLogger(__name__)
 OPT_OUT_TAG = "tasklens:off"
@@ -31,9 +49,13 @@ def _as_list(callbacks: Any) -> list[Any]:
     return [callbacks]
 
 
-def _opted_out(task: Any) -> bool:
+def _dag_tags(task: Any) -> set[str]:
     dag = getattr(task, "dag", None)
-    return OPT_OUT_TAG in set(getattr(dag, "tags", None) or ())
+    return {str(tag) for tag in (getattr(dag, "tags", None) or ())}
+
+
+def _opted_out(task: Any) -> bool:
+    return OPT_OUT_TAG in _dag_tags(task)
 
 
 def add_failure_callback(task: Any) -> None:
@@ -43,12 +65,123 @@ def add_failure_callback(task: Any) -> None:
         task.on_failure_callback = [*callbacks, FailureCallback()]
 
 
+def _operator_names(task: Any) -> list[str]:
+    """The task's operator class and its bases (``SparkSubmitOperator``, ``BaseOperator``, ...) and ``task_type``."""
+    names = [getattr(task, "task_type", None), getattr(task, "operator_name", None)]
+    operator_class = getattr(task, "operator_class", None)  # mapped operators
+    classes = [type(task), *type(task).__mro__] if operator_class is None or isinstance(operator_class, dict) \
+        else [operator_class, *operator_class.__mro__]
+    names += [cls.__name__ for cls in classes]
+    return [str(n) for n in dict.fromkeys(names) if n]
+
+
+def _any_glob(values: Iterable[str], patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(value, pattern) for value in values for pattern in patterns)
+
+
+def _matches(ref: RetryPolicyRef, task: Any) -> bool:
+    if ref.dag_id and not _any_glob([str(getattr(task, "dag_id", ""))], ref.dag_id):
+        return False
+    if ref.tags and not _any_glob(_dag_tags(task), ref.tags):
+        return False
+    return not (ref.operator and not _any_glob(_operator_names(task), ref.operator))
+
+
+def retry_preset_for(task: Any) -> tuple[str, str] | None:
+    """``(where it came from, preset name)`` for ``task``: the first matching ``retry_policies`` entry
+    of the rules file, else ``[tasklens] default_retry_preset``; None when neither applies.
+
+    Raises :class:`ConfigError` when the rules file is invalid or names an unknown preset.
+    """
+    from tasklens import config, retry
+
+    ruleset = config.ruleset()
+    source = str(ruleset.source or "[tasklens] rules_file")
+    for ref in ruleset.retry_policies.values():
+        if ref.preset not in retry.PRESETS:
+            close = f"did you mean {m[0]!r}? " if (m := _close(ref.preset, retry.PRESETS)) else ""
+            raise ConfigError(source, f"retry_policies.{ref.name}.preset", f"unknown retry preset {ref.preset!r}",
+                              f"{close}use one of: {', '.join(retry.preset_names())}")
+    for ref in ruleset.retry_policies.values():
+        if _matches(ref, task):
+            return f"{source}: retry_policies.{ref.name}", ref.preset
+    default = config.default_retry_preset()
+    if default is None:
+        return None
+    if default not in retry.PRESETS:
+        close = f"did you mean {m[0]!r}? " if (m := _close(default, retry.PRESETS)) else ""
+        raise ConfigError("[tasklens]", "default_retry_preset", f"unknown retry preset {default!r}",
+                          f"{close}use one of: {', '.join(retry.preset_names())}, or none")
+    return "[tasklens] default_retry_preset", default
+
+
+def _close(name: str, names: Iterable[str]) -> list[str]:
+    import difflib
+
+    return difflib.get_close_matches(name, list(names), n=1)
+
+
+def apply_retry_preset(task: Any) -> str | None:
+    """Give ``task`` its configured retry preset where it sets none; returns the preset name applied."""
+    from tasklens import retry
+
+    chosen = retry_preset_for(task)
+    if chosen is not None:
+        retry.apply(task, chosen[1], keep_explicit=True)
+    retry.validate_task_retries(task)
+    return chosen[1] if chosen else None
+
+
+def _violation(error: ConfigError, task: Any) -> Exception:
+    from airflow.exceptions import AirflowClusterPolicyViolation
+
+    where = f"{getattr(task, 'dag_id', '?')}.{getattr(task, 'task_id', '?')}"
+    return AirflowClusterPolicyViolation(f"tasklens retry configuration for task {where}: {error}")
+
+
 @hookimpl
 def task_policy(task: Any) -> None:
-    """Add tasklens's failure callback to ``task``. Never raises: a policy error would break DAG parsing."""
+    """Add tasklens's failure callback and retry preset to ``task``.
+
+    Never raises, except ``AirflowClusterPolicyViolation`` for bad retry configuration, which
+    Airflow shows as an import error of the DAG file.
+    """
     try:
-        if _opted_out(task):
+        from tasklens import config
+
+        if not config.enabled() or _opted_out(task):
             return
         add_failure_callback(task)
+        apply_retry_preset(task)
+    except ConfigError as error:
+        raise _violation(error, task) from None
     except Exception:
-        log.warning("tasklens task_policy failed for %r; the task is unchanged", task, exc_info=True)
+        log.warning("tasklens task_policy failed for %r; the task keeps its own settings", task, exc_info=True)
+        try:
+            from tasklens import metrics
+
+            metrics.count_error("policy")
+        except Exception:  # noqa: S110 - counting must not break DAG parsing either
+            pass
+
+
+def defaults(preset: str | None = "transient_network", **overrides: Any) -> dict[str, Any]:
+    """Operator keyword arguments for explicit adoption: tasklens's failure callback and a retry preset.
+
+    ::
+
+        with DAG("orders", default_args={**tasklens.defaults(preset="transient_network"), "owner": "data"}):
+            ...
+
+    ``preset=None`` gives the callback only; other keywords adjust the preset (see
+    :func:`tasklens.retry.preset`). Raises :class:`ConfigError` for an unknown preset.
+    """
+    from tasklens import retry
+
+    values: dict[str, Any] = {"on_failure_callback": [on_failure()]}
+    if preset is not None:
+        values.update(retry.preset(preset, **overrides))
+    elif overrides:
+        raise ConfigError("tasklens.defaults", ", ".join(sorted(overrides)), "retry settings without a preset",
+                          "name a preset, e.g. defaults(preset='transient_network', retries=6)")
+    return values

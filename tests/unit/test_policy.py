@@ -1,0 +1,259 @@
+"""tasklens.policy: the cluster policy that adopts every task without DAG edits."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import timedelta
+
+import pytest
+from airflow.exceptions import AirflowClusterPolicyViolation
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG, ExceptionRetryPolicy, RetryRule, task
+
+import tasklens
+from tasklens import config, policy, retry
+from tasklens.callbacks import FailureCallback
+from tasklens.exceptions import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def fresh_config(monkeypatch):
+    monkeypatch.delenv("AIRFLOW__TASKLENS__RULES_FILE", raising=False)
+    monkeypatch.delenv("AIRFLOW__TASKLENS__DEFAULT_RETRY_PRESET", raising=False)
+    config.reset()
+    yield
+    config.reset()
+
+
+@pytest.fixture
+def rules_file(tmp_path, monkeypatch):
+    def write(text: str):
+        path = tmp_path / "rules.yml"
+        path.write_text(textwrap.dedent(text))
+        monkeypatch.setenv("AIRFLOW__TASKLENS__RULES_FILE", str(path))
+        config.reset()
+        return path
+
+    return write
+
+
+def mine(context):
+    """A DAG author's own failure callback."""
+
+
+def test_appends_failure_callback_and_keeps_existing_ones():
+    """The policy keeps the task's own callback and appends tasklens's exactly once, however often it runs."""
+    with DAG("tl_policy_callbacks", schedule=None):
+        op = EmptyOperator(task_id="t", on_failure_callback=mine)
+    policy.task_policy(op)
+    policy.task_policy(op)
+    assert op.on_failure_callback[0] is mine
+    assert [type(cb) for cb in op.on_failure_callback[1:]] == [FailureCallback]
+
+
+def test_opted_out_dags_are_left_alone():
+    """A DAG tagged tasklens:off gets neither the callback nor a retry preset."""
+    with DAG("tl_policy_off", schedule=None, tags=["tasklens:off"]):
+        op = EmptyOperator(task_id="t")
+    policy.task_policy(op)
+    assert not op.on_failure_callback
+    assert op.retry_policy is None
+
+
+def test_task_without_retry_settings_gets_the_default_preset():
+    """A task that sets no retry settings gets the whole default preset (transient_network)."""
+    with DAG("tl_policy_default", schedule=None):
+        op = EmptyOperator(task_id="t")
+    policy.task_policy(op)
+    expected = retry.preset("transient_network")
+    assert (op.retries, op.retry_delay, op.retry_exponential_backoff, op.max_retry_delay) == (
+        expected.retries, expected.retry_delay, expected.retry_exponential_backoff, expected.max_retry_delay)
+    assert op.retry_policy.preset_name == "transient_network"
+
+
+@pytest.mark.parametrize("where", ["task", "default_args"])
+def test_explicit_retry_timing_is_kept_and_gains_the_retry_policy(where):
+    """Retries set on the task or in default_args are kept; only the preset's retry_policy is added."""
+    own = {"retries": 1, "retry_delay": timedelta(seconds=7)}
+    with DAG("tl_policy_explicit", schedule=None, default_args=own if where == "default_args" else {}):
+        op = EmptyOperator(task_id="t", **(own if where == "task" else {}))
+    assert retry.explicit_fields(op) == {"retries", "retry_delay"}
+    policy.task_policy(op)
+    assert (op.retries, op.retry_delay, op.retry_exponential_backoff, op.max_retry_delay) == (
+        1, timedelta(seconds=7), 0, None)
+    assert op.retry_policy.preset_name == "transient_network"
+
+
+def test_own_retry_policy_is_kept():
+    """A task with its own Airflow retry_policy keeps it untouched."""
+    own = ExceptionRetryPolicy(rules=[RetryRule(exception=ConnectionError)])
+    with DAG("tl_policy_own", schedule=None):
+        op = EmptyOperator(task_id="t", retry_policy=own)
+    policy.task_policy(op)
+    assert op.retry_policy is own
+
+
+def test_mapped_and_decorated_tasks_are_adopted():
+    """Mapped operators and @task functions get the callback and the preset too."""
+    with DAG("tl_policy_mapped", schedule=None):
+        mapped = BashOperator.partial(task_id="mapped").expand(bash_command=["true", "false"])
+        mapped_own = BashOperator.partial(task_id="mapped_own", retries=3).expand(bash_command=["true"])
+
+        @task
+        def decorated():
+            return 1
+
+        deco = decorated().operator
+    for op in (mapped, mapped_own, deco):
+        policy.task_policy(op)
+        assert any(isinstance(cb, FailureCallback) for cb in op.on_failure_callback)
+        assert op.retry_policy.preset_name == "transient_network"
+    assert mapped.retries == 4
+    assert mapped_own.retries == 3
+
+
+def test_rules_file_selects_presets_by_dag_id_tag_and_operator(rules_file):
+    """retry_policies entries match DAG id globs, DAG tags and operator classes (bases too); first match wins."""
+    rules_file("""
+        retry_policies:
+          lakehouse:
+            preset: spark_job
+            match: {dag_id: ["lakehouse_*"]}
+          validation:
+            preset: fail_fast
+            match: {tags: [quality]}
+          python:
+            preset: fail_fast
+            match: {operator: [PythonOperator]}
+    """)
+    with DAG("lakehouse_feeder", schedule=None, tags=["quality"]):
+        spark = EmptyOperator(task_id="t")
+    with DAG("orders", schedule=None, tags=["quality"]):
+        quality = EmptyOperator(task_id="t")
+    with DAG("other", schedule=None):
+        python = PythonOperator(task_id="p", python_callable=print)
+        plain = EmptyOperator(task_id="e")
+    assert policy.retry_preset_for(spark)[1] == "spark_job"
+    for op in (spark, quality, python, plain):
+        policy.task_policy(op)
+    assert [op.retry_policy.preset_name for op in (spark, quality, python, plain)] == [
+        "spark_job", "fail_fast", "fail_fast", "transient_network"]
+
+
+def test_default_preset_none_leaves_unmatched_tasks_retries_alone(monkeypatch):
+    """``[tasklens] default_retry_preset = none`` adds callbacks but no retry settings."""
+    monkeypatch.setenv("AIRFLOW__TASKLENS__DEFAULT_RETRY_PRESET", "none")
+    config.reset()
+    with DAG("tl_policy_none", schedule=None):
+        op = EmptyOperator(task_id="t")
+    policy.task_policy(op)
+    assert op.retry_policy is None
+    assert any(isinstance(cb, FailureCallback) for cb in op.on_failure_callback)
+
+
+def test_unknown_preset_in_rules_file_is_a_policy_violation(rules_file):
+    """An unknown preset name raises AirflowClusterPolicyViolation naming the entry, the name and the fix."""
+    path = rules_file("""
+        retry_policies:
+          spark_jobs:
+            preset: spark
+            match: {tags: [spark]}
+    """)
+    with DAG("tl_policy_bad_preset", schedule=None):
+        op = EmptyOperator(task_id="t")
+    with pytest.raises(AirflowClusterPolicyViolation) as raised:
+        policy.task_policy(op)
+    message = str(raised.value)
+    assert f"{path}: retry_policies.spark_jobs.preset: unknown retry preset 'spark'" in message
+    assert "Fix: did you mean 'spark_job'?" in message
+    assert "tl_policy_bad_preset.t" in message
+
+
+def test_unknown_default_preset_is_a_policy_violation(monkeypatch):
+    """A misspelt ``default_retry_preset`` fails DAG parsing instead of leaving tasks unprotected."""
+    monkeypatch.setenv("AIRFLOW__TASKLENS__DEFAULT_RETRY_PRESET", "transient")
+    config.reset()
+    with DAG("tl_policy_bad_default", schedule=None):
+        op = EmptyOperator(task_id="t")
+    with pytest.raises(AirflowClusterPolicyViolation, match="default_retry_preset: unknown retry preset 'transient'"):
+        policy.task_policy(op)
+
+
+def test_unimportable_exception_and_negative_delay_are_policy_violations():
+    """A RetryRule naming an unimportable class or a negative retry_delay fails the DAG with the fix."""
+    with DAG("tl_policy_bad_rule", schedule=None):
+        bad_rule = EmptyOperator(task_id="r", retry_policy=ExceptionRetryPolicy(
+            rules=[RetryRule(exception="nosuchlib.RateLimited")]))
+        negative = EmptyOperator(task_id="n", retries=2, retry_delay=timedelta(seconds=-30))
+    with pytest.raises(AirflowClusterPolicyViolation, match=r"nosuchlib\.RateLimited.*Fix: fix the dotted path"):
+        policy.task_policy(bad_rule)
+    with pytest.raises(AirflowClusterPolicyViolation, match=r"retry_delay: negative delay.*Fix:"):
+        policy.task_policy(negative)
+
+
+def test_unexpected_errors_never_escape(monkeypatch, caplog):
+    """Anything but bad configuration is logged and swallowed: DAG parsing must go on."""
+    def broken(task):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(policy, "apply_retry_preset", broken)
+    with DAG("tl_policy_bug", schedule=None):
+        op = EmptyOperator(task_id="t")
+    policy.task_policy(op)
+    assert "tasklens task_policy failed" in caplog.text
+
+
+def test_defaults_gives_callback_and_preset_kwargs():
+    """``tasklens.defaults(preset=...)`` is the callback plus the preset's kwargs, ready for default_args."""
+    values = tasklens.defaults(preset="fail_fast", retries=0)
+    assert isinstance(values["on_failure_callback"][0], FailureCallback)
+    assert values["retries"] == 0
+    assert values["retry_policy"].preset_name == "fail_fast"
+    with DAG("tl_policy_defaults", schedule=None, default_args=values):
+        op = EmptyOperator(task_id="t")
+    policy.task_policy(op)
+    assert len(op.on_failure_callback) == 1
+    assert (op.retries, op.retry_policy.preset_name) == (0, "fail_fast")
+    assert set(tasklens.defaults(preset=None)) == {"on_failure_callback"}
+    with pytest.raises(ConfigError, match="unknown retry preset"):
+        tasklens.defaults(preset="nope")
+
+
+def test_policy_is_registered_through_the_entry_point():
+    """Airflow's policy plugin manager calls tasklens's task_policy (pip mode, no airflow_local_settings.py)."""
+    from airflow import settings
+
+    with DAG("tl_policy_entry_point", schedule=None):
+        op = EmptyOperator(task_id="t")
+    settings.task_policy(op)
+    assert any(isinstance(cb, FailureCallback) for cb in op.on_failure_callback)
+    assert op.retry_policy.preset_name == "transient_network"
+
+
+def test_bad_configuration_becomes_a_dagbag_import_error(tmp_path):
+    """Through a real DagBag, a bad retry setting is an import error of the DAG file that names it and the fix."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    (tmp_path / "tl_bad_retry.py").write_text(textwrap.dedent("""
+        from datetime import timedelta
+        from airflow.sdk import DAG
+        from airflow.providers.standard.operators.empty import EmptyOperator
+        with DAG("tl_bad_retry", schedule=None):
+            EmptyOperator(task_id="t", retries=2, retry_delay=timedelta(seconds=-1))
+    """))
+    (tmp_path / "tl_bad_preset.py").write_text(textwrap.dedent("""
+        from airflow.sdk import DAG
+        from airflow.providers.standard.operators.empty import EmptyOperator
+        import tasklens
+        with DAG("tl_bad_preset", schedule=None, default_args={**tasklens.retry.preset("transient_netwrk")}):
+            EmptyOperator(task_id="t")
+    """))
+    bag = DagBag(dag_folder=str(tmp_path))
+    assert bag.dags == {}
+    errors = {k.rsplit("/", 1)[-1]: v for k, v in bag.import_errors.items()}
+    assert errors["tl_bad_retry.py"].startswith("AirflowClusterPolicyViolation: tasklens retry configuration")
+    assert "retry_delay: negative delay" in errors["tl_bad_retry.py"]
+    assert "unknown retry preset 'transient_netwrk'" in errors["tl_bad_preset.py"]
+    assert "did you mean 'transient_network'" in errors["tl_bad_preset.py"]
