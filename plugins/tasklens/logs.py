@@ -313,9 +313,7 @@ class TaskLogger:
 
     def performance(self, operation: str, duration_s: float, **metrics: Any) -> None:
         """Log how long ``operation`` took (plus any figures) and record it in ``tasklens.operation.duration``."""
-        self._logger.info(
-            "performance", operation=operation, duration_s=round(duration_s, 6), **_safe_kwargs(metrics)
-        )
+        self._logger.info("performance", operation=operation, duration_s=round(duration_s, 6), **_safe_kwargs(metrics))
         from tasklens import metrics as metrics_module
 
         labels = {key: value for key, value in metrics.items() if key in metrics_module.ALLOWED_LABELS}

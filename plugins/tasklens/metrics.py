@@ -404,9 +404,7 @@ def timing(name: str, seconds: float, **labels: Any) -> None:
 
 def observe_operation(operation: str, seconds: float, **labels: Any) -> None:
     """Record one run of ``operation`` in ``tasklens.operation.duration{operation=...}`` (used by ``timed``)."""
-    _emit_custom(
-        "timing", OPERATION_DURATION, "operation_duration_s", seconds, {**labels, "operation": operation}
-    )
+    _emit_custom("timing", OPERATION_DURATION, "operation_duration_s", seconds, {**labels, "operation": operation})
 
 
 class timer:  # lower case: reads like the function it stands in for
