@@ -78,7 +78,7 @@ def _raise_alerts(event: TaskEvent) -> None:
 
     ruleset = config.ruleset()
     store = get_store()
-    history = ()
+    history: tuple[float, ...] = ()
     keep_history = _needs_duration_history(ruleset)
     if keep_history and event.duration_s is not None:
         history = store.recent_durations(event.dag_id, event.task_id)

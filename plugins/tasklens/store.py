@@ -417,7 +417,7 @@ class Store:
                     self._insert_event(conn, event, now)
                 for item in items:
                     alert, deliveries = item[0], item[1]
-                    muted = bool(item[2]) if len(item) > 2 else False  # type: ignore[misc]
+                    muted = bool(item[2]) if len(item) > 2 else False
                     if alert.kind == AlertKind.RESOLVE:
                         self._resolve(conn, alert, now, result, by=str(alert.data.get("resolved_by") or "tasklens"))
                     else:
@@ -428,6 +428,7 @@ class Store:
 
     def _insert(self, conn: Connection, table: sa.Table, values: Mapping[str, Any]) -> int:
         """INSERT ... ON CONFLICT DO NOTHING; returns the number of rows inserted (0 = duplicate)."""
+        dialect_insert: Any
         if self.dialect == "sqlite":
             from sqlalchemy.dialects.sqlite import insert as dialect_insert
         elif self.dialect == "postgresql":
@@ -537,7 +538,7 @@ class Store:
                     escalate_at=now + timedelta(seconds=min(escalations)) if escalations else None,
                     **common,
                 )
-            ).inserted_primary_key[0]
+            ).inserted_primary_key[0]  # type: ignore[index]
             if not muted:
                 queue = deliveries
         else:
@@ -555,10 +556,10 @@ class Store:
                 updates.update(status=status, muted_until=None)
                 queue = deliveries or tuple(_delivery_from_json(r) for r in existing["routes"] or ())
             elif status == Status.OPEN.value:
-                routes = deliveries or tuple(_delivery_from_json(r) for r in existing["routes"] or ())
+                known = deliveries or tuple(_delivery_from_json(r) for r in existing["routes"] or ())
                 last = existing["last_notified_at"]
                 queue = tuple(
-                    d for d in routes if last is None or (now - last).total_seconds() >= d.repeat_interval_s
+                    d for d in known if last is None or (now - last).total_seconds() >= d.repeat_interval_s
                 )
             if queue:
                 updates["last_notified_at"] = now
@@ -638,7 +639,7 @@ class Store:
                     next_attempt_at=due,
                     fallback_channels=list(delivery.fallback_channels),
                 )
-            ).inserted_primary_key[0]
+            ).inserted_primary_key[0]  # type: ignore[index]
         )
 
     def _resolve(self, conn: Connection, alert: Alert, now: datetime, result: RecordResult, *, by: str) -> None:

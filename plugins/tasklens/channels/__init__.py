@@ -51,4 +51,4 @@ def build_channel(name: str, channel_type: str, options: Mapping[str, Any] | Non
             "rules file", f"channels.{name}.type", f"unknown channel type {channel_type!r}",
             f"use one of: {', '.join(sorted(CHANNEL_TYPES))}",
         )
-    return factory(name, dict(options or {}))  # type: ignore[no-any-return]
+    return factory(name, dict(options or {}))

@@ -30,7 +30,7 @@ class TasklensSmtpHook(SmtpHook):
         self.plain_text = plain_text
 
     @property
-    def timeout(self) -> int:  # type: ignore[override]
+    def timeout(self) -> int:
         return self._timeout_s  # type: ignore[return-value]  # smtplib takes float seconds
 
     @property
@@ -42,7 +42,8 @@ class TasklensSmtpHook(SmtpHook):
         msg, recipients = super()._build_mime_message(*args, **kwargs)
         if self.plain_text is not None:
             # RFC 2046: in multipart/alternative the preferred (HTML) part comes last.
-            msg.get_payload().insert(0, MIMEText(self.plain_text, "plain", "utf-8"))
+            parts: list[Any] = msg.get_payload()  # type: ignore[assignment]  # multipart: a list
+            parts.insert(0, MIMEText(self.plain_text, "plain", "utf-8"))
         return msg, recipients
 
 
@@ -57,8 +58,8 @@ def _addresses(value: Any) -> list[str]:
 
 
 class EmailChannel:
-    """One email target. Options: ``to`` (required), ``cc``, ``from_email``, ``conn_id`` (default
-    ``[tasklens] smtp_conn_id``)."""
+    """One email target. Options: ``to`` (else the connection's ``to`` extra), ``cc``, ``from_email``,
+    ``conn_id`` (default ``[tasklens] smtp_conn_id``)."""
 
     channel_type = "email"
 
@@ -81,11 +82,21 @@ class EmailChannel:
         subject, html, text = self.render(notification)
         self.post(subject, html, text, timeout_s=timeout_s)
 
+    def _recipients(self) -> list[str]:
+        """The channel's ``to``, else the ``to`` extra of its SMTP connection."""
+        if self.to:
+            return self.to
+        try:
+            return _addresses(SmtpHook.get_connection(self.conn_id).extra_dejson.get("to"))
+        except Exception:
+            return []
+
     def post(self, subject: str, html: str, text: str, *, timeout_s: float | None = None) -> None:
-        if not self.to:
+        recipients = self._recipients()
+        if not recipients:
             raise DeliveryError(
                 f"email channel {self.name!r} has no recipients; add `to: [oncall@example.com]` to it in the "
-                "rules file",
+                f"rules file or a `to` extra to connection {self.conn_id!r}",
                 retryable=False,
             )
         timeout = timeout_s if timeout_s is not None else config.http_timeout_s()
@@ -93,7 +104,7 @@ class EmailChannel:
         try:
             with hook as smtp:
                 smtp.send_email_smtp(
-                    to=self.to,
+                    to=recipients,
                     cc=self.cc or None,
                     subject=subject,
                     html_content=html,
@@ -102,7 +113,7 @@ class EmailChannel:
         except DeliveryError:
             raise
         except smtplib.SMTPRecipientsRefused as exc:
-            raise DeliveryError(f"SMTP server refused every recipient {self.to}: {exc}", retryable=False) from exc
+            raise DeliveryError(f"SMTP server refused every recipient {recipients}: {exc}", retryable=False) from exc
         except smtplib.SMTPAuthenticationError as exc:
             raise DeliveryError(
                 f"SMTP login failed for connection {self.conn_id!r}: {exc}", retryable=False
