@@ -181,15 +181,12 @@ def test_unknown_default_preset_is_a_policy_violation(monkeypatch):
         policy.task_policy(op)
 
 
-def test_unimportable_exception_and_negative_delay_are_policy_violations():
-    """A RetryRule naming an unimportable class or a negative retry_delay fails the DAG with the fix."""
-    with DAG("tl_policy_bad_rule", schedule=None):
-        bad_rule = EmptyOperator(task_id="r", retry_policy=ExceptionRetryPolicy(
-            rules=[RetryRule(exception="nosuchlib.RateLimited")]))
+def test_negative_delay_is_a_policy_violation():
+    """A negative retry_delay (which Airflow accepts) fails the DAG with the setting and the fix."""
+    with DAG("tl_policy_bad_delay", schedule=None):
         negative = EmptyOperator(task_id="n", retries=2, retry_delay=timedelta(seconds=-30))
-    with pytest.raises(AirflowClusterPolicyViolation, match=r"nosuchlib\.RateLimited.*Fix: fix the dotted path"):
-        policy.task_policy(bad_rule)
-    with pytest.raises(AirflowClusterPolicyViolation, match=r"retry_delay: negative delay.*Fix:"):
+    pattern = r"tl_policy_bad_delay\.n: .*retry_delay: negative delay.*Fix:"
+    with pytest.raises(AirflowClusterPolicyViolation, match=pattern):
         policy.task_policy(negative)
 
 
@@ -250,6 +247,14 @@ def test_bad_configuration_becomes_a_dagbag_import_error(tmp_path):
         with DAG("tl_bad_preset", schedule=None, default_args={**tasklens.retry.preset("transient_netwrk")}):
             EmptyOperator(task_id="t")
     """))
+    (tmp_path / "tl_bad_rule.py").write_text(textwrap.dedent("""
+        from airflow.sdk import DAG
+        from airflow.providers.standard.operators.empty import EmptyOperator
+        import tasklens
+        with DAG("tl_bad_rule", schedule=None,
+                 default_args={**tasklens.retry.preset("transient_network", retry_on=["nosuchlib.Throttled"])}):
+            EmptyOperator(task_id="t")
+    """))
     bag = DagBag(dag_folder=str(tmp_path))
     assert bag.dags == {}
     errors = {k.rsplit("/", 1)[-1]: v for k, v in bag.import_errors.items()}
@@ -257,3 +262,5 @@ def test_bad_configuration_becomes_a_dagbag_import_error(tmp_path):
     assert "retry_delay: negative delay" in errors["tl_bad_retry.py"]
     assert "unknown retry preset 'transient_netwrk'" in errors["tl_bad_preset.py"]
     assert "did you mean 'transient_network'" in errors["tl_bad_preset.py"]
+    assert "cannot import exception class 'nosuchlib.Throttled'" in errors["tl_bad_rule.py"]
+    assert "Fix: give the full dotted path" in errors["tl_bad_rule.py"]

@@ -181,19 +181,22 @@ def test_backoff_below_one_is_a_config_error():
         retry.preset("spark_job", retry_exponential_backoff=0.5)
 
 
-def test_validate_task_retries_rejects_airflow_rules_that_can_never_match():
-    """An Airflow RetryRule naming an unimportable class (Airflow only warns) or a negative delay is rejected."""
+def test_validate_task_retries_rejects_negative_settings_and_warns_on_unimportable_airflow_rules(caplog):
+    """Negative retry settings are rejected; an Airflow RetryRule naming an unimportable class keeps Airflow's
+    meaning (it may exist only on workers) and is logged with the task."""
     with DAG("tl_unit_validate", schedule=None):
-        bad_class = EmptyOperator(task_id="bad_class", retry_policy=ExceptionRetryPolicy(
+        unimportable = EmptyOperator(task_id="unimportable", retry_policy=ExceptionRetryPolicy(
             rules=[RetryRule(exception="nosuchlib.Throttled", action=RetryAction.RETRY)]))
         negative = EmptyOperator(task_id="negative", retry_delay=timedelta(seconds=-1))
-        fine = EmptyOperator(task_id="fine", retry_policy=ExceptionRetryPolicy(
-            rules=[RetryRule(exception="builtins.ConnectionError")]))
-    with pytest.raises(ConfigError, match=r"nosuchlib\.Throttled"):
-        retry.validate_task_retries(bad_class)
+        negative_rule = EmptyOperator(task_id="negative_rule", retry_policy=ExceptionRetryPolicy(
+            rules=[RetryRule(exception=ConnectionError, retry_delay=timedelta(seconds=-5))]))
     with pytest.raises(ConfigError, match="retry_delay: negative delay"):
         retry.validate_task_retries(negative)
-    retry.validate_task_retries(fine)
+    with pytest.raises(ConfigError, match="negative retry_delay"):
+        retry.validate_task_retries(negative_rule)
+    retry.validate_task_retries(unimportable)
+    assert "tl_unit_validate.unimportable: retry_policy RetryRule names exception class 'nosuchlib.Throttled'" in (
+        caplog.text)
 
 
 # --------------------------------------------------------------------------- next retry time
