@@ -168,7 +168,10 @@ occurrences_table = sa.Table(
     # "" for rule-raised alerts; the fingerprint for custom alerts, so two different alerts raised by one attempt
     # both count while the same one reported twice (a notifier in the doubled callback) counts once.
     sa.Column("discriminator", sa.String(80), nullable=False, default=""),
-    sa.UniqueConstraint("rule", "dag_id", "task_id", "run_id", "map_index", "try_number", "discriminator"),
+    sa.UniqueConstraint(
+        "rule", "dag_id", "task_id", "run_id", "map_index", "try_number", "discriminator",
+        name="uq_tasklens_occurrences_attempt",  # explicit: PostgreSQL truncates names past 63 characters
+    ),
     sa.Index(None, "alert_id"),
 )
 
@@ -211,7 +214,9 @@ events_table = sa.Table(
     sa.Column("ts", UTCDateTime, nullable=False),
     sa.Column("duration_s", sa.Float, nullable=True),
     sa.Column("payload", sa.JSON, nullable=False),
-    sa.UniqueConstraint("dag_id", "task_id", "run_id", "map_index", "try_number", "event"),
+    sa.UniqueConstraint(
+        "dag_id", "task_id", "run_id", "map_index", "try_number", "event", name="uq_tasklens_events_attempt"
+    ),
     sa.Index(None, "dag_id", "task_id", "event", "id"),
     sa.Index(None, "ts"),
 )

@@ -354,3 +354,17 @@ def test_sqlite_store_uses_wal_and_busy_timeout(store):
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+
+
+def test_every_schema_identifier_fits_postgresql_63_characters(tmp_path):
+    """Constraint and index names stay within PostgreSQL's identifier limit (it rejects longer ones)."""
+    store = Store(f"sqlite:///{tmp_path / 'n.db'}")
+    inspector = sa.inspect(store.engine)
+    names = []
+    for table in inspector.get_table_names():
+        names.append(table)
+        names += [i["name"] for i in inspector.get_indexes(table)]
+        names += [u["name"] for u in inspector.get_unique_constraints(table)]
+        names += [f["name"] for f in inspector.get_foreign_keys(table)]
+    assert names and all(name and len(name) <= 63 for name in names), [n for n in names if not n or len(n) > 63]
+    store.dispose()

@@ -92,7 +92,7 @@ def upgrade() -> None:
         ),
         sa.UniqueConstraint(
             "rule", "dag_id", "task_id", "run_id", "map_index", "try_number", "discriminator",
-            name="uq_tasklens_occurrences_rule_dag_id_task_id_run_id_map_index_try_number_discriminator",
+            name="uq_tasklens_occurrences_attempt",
         ),
     )
     op.create_index("ix_tasklens_occurrences_alert_id", "tasklens_occurrences", ["alert_id"])
@@ -144,7 +144,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_tasklens_events"),
         sa.UniqueConstraint(
             "dag_id", "task_id", "run_id", "map_index", "try_number", "event",
-            name="uq_tasklens_events_dag_id_task_id_run_id_map_index_try_number_event",
+            name="uq_tasklens_events_attempt",
         ),
     )
     op.create_index(
