@@ -48,7 +48,7 @@ def test_example_file_loads_and_documents_every_section():
     assert ruleset.channels["email"].to == ("data-oncall@example.com",)
     assert ruleset.rule("nightly_load_slow").max_duration_s == 45 * 60
     assert ruleset.rule("finance_failures").after_attempt == 2
-    assert ruleset.retry_policies["spark_jobs"].preset == "spark"
+    assert ruleset.retry_policies["spark_jobs"].preset == "spark_job"
     assert ruleset.route("critical").escalate_after_s == 1800
     assert len(ruleset.route("critical").mute) == 2
     assert ruleset.route("warning").fallback_channels == ("email",)
