@@ -72,7 +72,7 @@ def _emit_metrics(event: TaskEvent) -> None:
 def _raise_alerts(event: TaskEvent) -> None:
     """Rules -> routing -> store (the alert engine wires this stage)."""
     if event.event not in _ALERTING_EVENTS:
-        return  # "running": no rule reacts to it, so the store is not touched on the task's start
+        return  # no rule reacts to it, so the store is not touched (task start, skips)
     from tasklens import config, rules
     from tasklens.store import get_store
 
@@ -89,7 +89,8 @@ def _raise_alerts(event: TaskEvent) -> None:
     _store_alerts(alerts, ruleset, event=event if keep_event else None)
 
 
-_ALERTING_EVENTS = frozenset({"success", "failed", "up_for_retry", "killed", "skipped"})
+#: Events the alert rules react to; "running" and "skipped" never touch the store.
+_ALERTING_EVENTS = frozenset({"success", "failed", "up_for_retry", "killed"})
 #: Reserved key of ``raise_custom_alert(data=...)``: explicit channel names (the notifiers use it) instead of routes.
 NOTIFY_CHANNELS_KEY = "_tasklens_channels"
 
