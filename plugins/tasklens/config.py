@@ -28,6 +28,8 @@ __all__ = [
     "events_max_bytes",
     "events_path",
     "http_timeout_s",
+    "reconcile_enabled",
+    "reconcile_grace_s",
     "reconcile_interval_s",
     "reset",
     "rules_file",
@@ -197,6 +199,18 @@ def dispatch_interval_s() -> float:
 @_cache
 def reconcile_interval_s() -> float:
     return _as_float("reconcile_interval_s", 10.0, minimum=0.5)
+
+
+@_cache
+def reconcile_grace_s() -> float:
+    """How long after an attempt ended the reconciler waits for the task's own report before calling it killed."""
+    return _as_float("reconcile_grace_s", 15.0, minimum=0.0)
+
+
+@_cache
+def reconcile_enabled() -> bool:
+    """Look for killed task attempts from the api-server (needs the metadata DB)."""
+    return _as_bool("reconcile_enabled", True)
 
 
 @_cache

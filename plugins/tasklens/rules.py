@@ -348,15 +348,20 @@ def _retry(rule: Rule, event: TaskEvent, _: Ruleset, __: Sequence[float]) -> lis
 
 def _killed(rule: Rule, event: TaskEvent, _: Ruleset, __: Sequence[float]) -> list[Alert]:
     reason = event.reason or first_line(event.exception_message) or "killed outside Python (no reason reported)"
+    # Airflow still retries a killed attempt that has tries left: that is a warning, like any retry.
+    will_retry = event.state == "up_for_retry"
+    severity = Severity.WARNING if will_retry and rule.severity.rank > Severity.WARNING.rank else None
+    title = f"Task killed{' (will retry)' if will_retry else ''}: {_task_name(event)}"
     return [
         _base_alert(
             rule,
             event,
             AlertKind.KILLED,
             fingerprint(event.dag_id, event.task_id, rule.name),
-            f"Task killed: {_task_name(event)}",
+            title,
             f"killed: {reason}",
-            {"reason": reason},
+            {"reason": reason, "will_retry": will_retry},
+            severity=severity,
         )
     ]
 

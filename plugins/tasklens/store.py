@@ -52,13 +52,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The newest migration in ``tasklens/migrations/versions``; a unit test keeps the two in step.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 VERSION_TABLE = "tasklens_alembic_version"
 DELIVERY_STATES = ("pending", "sent", "failed", "dead")
 #: Delivery states that still lead to a message (the channel "got or will get" the alert).
 _LIVE_STATES = ("pending", "sent", "failed")
 _UNRESOLVED = (Status.OPEN.value, Status.ACKNOWLEDGED.value, Status.MUTED.value)
 TERMINAL_EVENTS = ("success", "failed", "up_for_retry", "skipped", "killed")
+#: Events that end an attempt in failure; only the first report of an attempt among them raises alerts.
+FAILURE_EVENTS = ("failed", "up_for_retry", "killed")
+_FAILURE_ALERT_KINDS = frozenset({AlertKind.FAILURE, AlertKind.RETRY, AlertKind.KILLED})
 
 MAX_TITLE = 500
 MAX_SUMMARY = 4_000
@@ -214,11 +217,19 @@ events_table = sa.Table(
     sa.Column("ts", UTCDateTime, nullable=False),
     sa.Column("duration_s", sa.Float, nullable=True),
     sa.Column("payload", sa.JSON, nullable=False),
+    # "failure" for failed / up_for_retry / killed, NULL otherwise: one failure outcome per attempt (0002).
+    sa.Column("outcome", sa.String(16), nullable=True),
     sa.UniqueConstraint(
         "dag_id", "task_id", "run_id", "map_index", "try_number", "event", name="uq_tasklens_events_attempt"
     ),
     sa.Index(None, "dag_id", "task_id", "event", "id"),
     sa.Index(None, "ts"),
+    sa.Index(
+        "uq_tasklens_events_attempt_outcome",
+        "dag_id", "task_id", "run_id", "map_index", "try_number", "outcome",
+        unique=True,
+    ),
+    sa.Index("ix_tasklens_events_outcome_ts", "outcome", "ts"),
 )
 
 
@@ -418,11 +429,16 @@ class Store:
         result = RecordResult()
         try:
             with self._write() as conn:
+                first_report = True
                 if event is not None:
-                    self._insert_event(conn, event, now)
+                    first_report = self._insert_event(conn, event, now)
                 for item in items:
                     alert, deliveries = item[0], item[1]
                     muted = bool(item[2]) if len(item) > 2 else False
+                    if not first_report and alert.kind in _FAILURE_ALERT_KINDS:
+                        # This attempt's failure was already reported (listener, scheduler, callback, reconciler).
+                        result.duplicates += 1
+                        continue
                     if alert.kind == AlertKind.RESOLVE:
                         self._resolve(conn, alert, now, result, by=str(alert.data.get("resolved_by") or "tasklens"))
                     else:
@@ -446,11 +462,13 @@ class Store:
                 return 0
         return conn.execute(dialect_insert(table).values(**values).on_conflict_do_nothing()).rowcount
 
-    def _insert_event(self, conn: Connection, event: Mapping[str, Any], now: datetime) -> None:
+    def _insert_event(self, conn: Connection, event: Mapping[str, Any], now: datetime) -> bool:
+        """Store a terminal event; False when a failure of the same attempt was already stored."""
         if event.get("event") not in TERMINAL_EVENTS:
-            return
+            return True
         duration = event.get("duration_s")
-        self._insert(
+        is_failure = event.get("event") in FAILURE_EVENTS
+        inserted = self._insert(
             conn,
             events_table,
             {
@@ -463,8 +481,10 @@ class Store:
                 "ts": _parse_ts(event.get("ts")) or now,
                 "duration_s": float(duration) if isinstance(duration, (int, float)) else None,
                 "payload": _json_safe(dict(event)),
+                "outcome": "failure" if is_failure else None,
             },
         )
+        return bool(inserted) or not is_failure
 
     def _open_alert(self, conn: Connection, fingerprint: str) -> Any:
         query = sa.select(alerts_table).where(alerts_table.c.open_key == fingerprint)
@@ -1066,6 +1086,23 @@ class Store:
                 .order_by(e.id)
             ).mappings()
             return [dict(r) for r in rows]
+
+    def reported_failure_attempts(self, since: datetime) -> set[tuple[str, str, str, int, int]]:
+        """Attempts whose failure (failed / up_for_retry / killed) is stored, for those reported since ``since``."""
+        e = events_table.c
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(e.dag_id, e.task_id, e.run_id, e.map_index, e.try_number).where(
+                    e.outcome == "failure", e.ts >= since
+                )
+            )
+            return {(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows}
+
+    def earliest_event_ts(self) -> datetime | None:
+        """When this store saw its first task event: the reconciler never looks further back."""
+        with self._read() as conn:
+            value = conn.execute(sa.select(sa.func.min(events_table.c.ts))).scalar()
+        return _parse_ts(value) if value is not None else None
 
     def outbox_stats(self) -> dict[str, Any]:
         """Outbox size by state and the last delivery error per channel (no alert content): for health checks."""

@@ -368,3 +368,30 @@ def test_every_schema_identifier_fits_postgresql_63_characters(tmp_path):
         names += [f["name"] for f in inspector.get_foreign_keys(table)]
     assert names and all(name and len(name) <= 63 for name in names), [n for n in names if not n or len(n) > 63]
     store.dispose()
+
+
+def _failure_event(event: str, *, try_number: int = 1, ts: str = "2025-01-01T00:00:00+00:00") -> dict:
+    return {"event": event, "dag_id": "etl", "task_id": "load", "run_id": "run1", "try_number": try_number,
+            "map_index": -1, "ts": ts}
+
+
+def test_one_failure_outcome_per_attempt_whatever_reports_it(store):
+    """A 'killed' report after the worker's 'failed' for the same attempt raises no second alert (and vice versa)."""
+    failed = make_alert()
+    killed = make_alert(rule="task_killed", kind=AlertKind.KILLED, exception_type=None)
+    first = store.record([(failed, [slack()])], event=_failure_event("failed"))
+    second = store.record([(killed, [slack()])], event=_failure_event("killed"))
+    assert first.new_alerts == 1 and second.new_alerts == 0 and second.duplicates == 1
+    assert len(store.list_alerts()) == 1 and store.occurrence_count() == 1
+    next_try = store.record([(killed, [slack()])], event=_failure_event("killed", try_number=2))
+    assert next_try.duplicates == 0, "another attempt of the same task is a new report"
+
+
+def test_reported_failure_attempts_lists_stored_failures_since(store):
+    """The reconciler's view: attempts with a stored failure outcome, successes excluded."""
+    store.record([], event=_failure_event("up_for_retry", ts="2025-01-01T00:00:00+00:00"))
+    store.record([], event={**_failure_event("success", try_number=2), "ts": "2025-01-01T00:01:00+00:00"})
+    since = datetime(2024, 12, 31, tzinfo=timezone.utc)
+    assert store.reported_failure_attempts(since) == {("etl", "load", "run1", -1, 1)}
+    assert store.reported_failure_attempts(datetime(2025, 1, 2, tzinfo=timezone.utc)) == set()
+    assert store.earliest_event_ts() == datetime(2025, 1, 1, tzinfo=timezone.utc)
