@@ -369,10 +369,14 @@ class RedisServer:
             self.command, stdout=open(self.workdir / "redis.log", "wb"), stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + 30
-        while not self.ping():
-            assert self.process.poll() is None, (self.workdir / "redis.log").read_text()
-            assert time.monotonic() < deadline, "redis-server did not answer PING"
-            time.sleep(0.2)
+        try:
+            while not self.ping():
+                assert self.process.poll() is None, (self.workdir / "redis.log").read_text()
+                assert time.monotonic() < deadline, "redis-server did not answer PING"
+                time.sleep(0.2)
+        except BaseException:
+            self.__exit__()  # never leave a server behind when it fails to come up
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
