@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from jwt import InvalidTokenError
 
-from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from tasklens import config, dispatch
 from tasklens.alerts import Alert, AlertKind, Delivery, Severity
 from tasklens.store import Store, get_store, reset_stores

@@ -165,3 +165,34 @@ def test_task_instance_view_shows_only_that_task_instance(store: Store, clock: C
     assert [a["id"] for a in view["alerts"]] == [mine]
     assert [e["event"] for e in view["events"]] == ["failed"]
     assert queries.task_instance_view(store, "dag_a", "run_z", "t1", -1)["alerts"] == []
+
+
+@pytest.mark.parametrize(
+    ("readable", "expected_dags", "form"),
+    [
+        ({"dag_a", "dag_b", "dag_c", "dag_other"}, {"dag_a", "dag_b", "dag_c"}, None),  # everything: no filter
+        ({"dag_a", "dag_b"}, {"dag_a", "dag_b"}, "NOT IN"),  # one hidden DAG: exclude it
+        ({"dag_a"}, {"dag_a"}, "IN"),  # one visible DAG: include it
+        ({"dag_other"}, set(), "false"),  # nothing readable is in the store
+    ],
+)
+def test_permission_filter_takes_the_cheapest_exact_form(
+    store: Store, clock: Clock, readable: set[str], expected_dags: set[str], form: str | None
+) -> None:
+    """The per-DAG filter is dropped, inverted or kept depending on the DAGs present, and stays exact."""
+    for n, dag_id in enumerate(("dag_a", "dag_b", "dag_c")):
+        record(store, clock, alert(dag_id, n=n))
+        event(store, dag_id, "failed", NOW - timedelta(minutes=5), n)
+    page = queries.list_alerts(store, queries.AlertFilter(), dag_ids=readable)
+    assert {a["dag_id"] for a in page.alerts} == expected_dags and page.total == len(expected_dags)
+    summary = queries.summary(store, dag_ids=readable, hours=1, now=NOW)
+    assert summary["total"] == len(expected_dags)
+    assert {row["dag_id"] for row in summary["by_dag"]} == expected_dags
+    assert sum(p["failures"] for p in summary["failures_per_hour"]) == len(expected_dags)
+    with store.engine.connect() as conn:
+        condition = queries._dag_condition(conn, queries.alerts_table.c.dag_id, readable)
+    if form is None:
+        assert condition is None
+    else:
+        sql = str(condition.compile(compile_kwargs={"literal_binds": True})).upper()
+        assert ("NOT IN" in sql) == (form == "NOT IN") and (form != "false" or sql in {"0", "FALSE", "1 != 1"})

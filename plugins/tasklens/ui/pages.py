@@ -128,8 +128,9 @@ def _chart(series: list[dict[str, Any]], *, width: int = 840, height: int = 120)
                 "x": round(index * step + 0.5, 1), "y": round(height - h, 1), "w": round(max(1.0, step - 1), 1),
                 "h": round(h, 1), "title": f"{hour.strftime('%Y-%m-%d %H:00')} UTC: {point['failures']} failed",
             })
+    grid = [round(height - (height - 4) * fraction, 1) for fraction in (0.5, 1)]
     return {"width": width, "height": height, "bars": bars, "ticks": ticks, "peak": peak,
-            "total": sum(p["failures"] for p in series), "grid": [round(height - (height - 4) * f, 1) for f in (0.5, 1)]}
+            "total": sum(p["failures"] for p in series), "grid": grid}
 
 
 def _store() -> Any:
