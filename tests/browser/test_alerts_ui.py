@@ -84,6 +84,14 @@ def login(browser: Any, stack: AirflowStack, user: str, *, color_scheme: str = "
     return page
 
 
+def expect(locator: Any) -> Any:
+    """Playwright's retrying assertions, with this module's patience (a loaded CI machine is slow)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    playwright_expect.set_options(timeout=WAIT_MS)
+    return playwright_expect(locator)
+
+
 def open_alerts_from_nav(page: Any) -> Any:
     """Browse -> Alerts in Airflow's navigation; returns the iframe holding the tasklens page."""
     page.get_by_role("button", name="Browse").click()
@@ -100,7 +108,8 @@ def row(frame: Any, alert_id: int) -> Any:
 def test_alerts_page_filter_acknowledge_and_escaping(browser: Any, stack: AirflowStack,
                                                      seeded: dict[str, Any]) -> None:
     """From Airflow's nav the Alerts page lists alerts with counts and chart, filters, acknowledges an alert
-    (recorded as the logged-in user), and shows a <script> exception as text without running it."""
+    (recorded as the logged-in user), opens an alert's page, and shows a <script> exception as text without
+    running it."""
     ARTIFACTS.mkdir(exist_ok=True)
     page = login(browser, stack, "admin")
     frame = open_alerts_from_nav(page)
@@ -116,17 +125,17 @@ def test_alerts_page_filter_acknowledge_and_escaping(browser: Any, stack: Airflo
 
     frame.locator("select[name=severity]").select_option("warning")
     frame.get_by_role("button", name="Filter").click()
+    expect(row(frame, seeded["warehouse"])).to_have_count(0)  # the filtered page has loaded
     row(frame, seeded["features"]).wait_for()
     severities = frame.locator("tbody tr td:first-child").all_inner_texts()
     assert severities and {s.strip().lower() for s in severities} == {"warning"}
-    assert row(frame, seeded["warehouse"]).count() == 0
 
     frame.locator("select[name=severity]").select_option("")
     frame.locator("input[name=q]").fill("connection refused")
     frame.get_by_role("button", name="Filter").click()
     target = row(frame, seeded["warehouse"])
+    expect(frame.locator("tbody tr")).to_have_count(1)
     target.wait_for()
-    assert frame.locator("tbody tr").count() == 1
 
     target.get_by_role("button", name="Ack").click()
     frame.locator(f"tr[data-alert-id='{seeded['warehouse']}'] [data-testid=by]").wait_for()
@@ -136,6 +145,15 @@ def test_alerts_page_filter_acknowledge_and_escaping(browser: Any, stack: Airflo
     store.dispose()
     assert acked["status"] == "acknowledged" and acked["acked_by"] == "admin" and acked["acked_at"] is not None
     page.screenshot(path=str(ARTIFACTS / "alerts-page-acknowledged.png"))
+
+    frame.get_by_role("link", name="Reset").click()
+    row(frame, seeded["xss"]).get_by_role("link", name="Order validation rejected a batch").click()
+    exception = frame.locator("[data-testid=exception]")
+    exception.wait_for()
+    assert demo.XSS_MESSAGE in exception.inner_text()
+    assert frame.get_by_role("heading", name="Occurrences").count() == 1
+    assert "slack" in frame.locator("body").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "alert-detail.png"))
     assert page.dialogs == []  # type: ignore[attr-defined]
     page.context.close()
 
