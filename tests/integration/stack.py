@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -141,6 +142,9 @@ class AirflowStack:
                 "AIRFLOW__API__BASE_URL": self.api_url,
                 "AIRFLOW__API__WORKERS": "1",
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
+                # Components must share the JWT secret (task tokens), and each stack needs its own log-server port.
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
                 **(env or {}),
             },
         )
@@ -160,7 +164,7 @@ class AirflowStack:
         logs = self.home / "component-logs"
         logs.mkdir(parents=True, exist_ok=True)
         for name in ("api-server", "scheduler", "dag-processor"):
-            out = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+            out = open(logs / f"{name}.log", "wb")
             self.processes[name] = subprocess.Popen(
                 [AIRFLOW, name], env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import secrets
 
 import pytest
 
 from tests.integration.observability import DAGS, StatsdSink, read_stream
-from tests.integration.stack import AirflowStack, free_port
+from tests.integration.stack import AirflowStack
 
 pytestmark = pytest.mark.integration
 
@@ -30,10 +29,6 @@ def finished(tmp_path_factory, sink):
     env = {
         **sink.env(),
         "AIRFLOW__TASKLENS__EVENTS_PATH": str(events_path),
-        # One JWT secret for every component, or workloads the scheduler signs are rejected ("Invalid auth token").
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-        # The task log server's default port 8793 may be taken by another Airflow on this machine.
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
     }
     with AirflowStack(home, DAGS, env) as stack:
         runs = {dag_id: stack.trigger(dag_id) for dag_id in (DOTTED, "tl_obs_failures")}
