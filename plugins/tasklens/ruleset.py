@@ -202,6 +202,9 @@ class RouteMatch:
     regex: tuple[tuple[str, re.Pattern[str]], ...] = ()  # (field, pattern); field "" = title/summary/exception
 
 
+DEFAULT_GROUP_WAIT_S = 3.0
+
+
 @dataclasses.dataclass(frozen=True)
 class Route:
     """One route: matching alerts go to ``channels`` with these timing knobs (Alertmanager style)."""
@@ -211,7 +214,9 @@ class Route:
     match: RouteMatch = RouteMatch()
     continue_matching: bool = False
     group_by: tuple[str, ...] = ("dag_id", "run_id")
-    group_wait_s: float = 30.0
+    # Short by default: failures of one run that land together still form one digest, and the first
+    # message stays within seconds of the failure (Alertmanager's 30 s suits paging less urgent teams).
+    group_wait_s: float = DEFAULT_GROUP_WAIT_S
     repeat_interval_s: float = 3600.0
     mute: tuple[MuteWindow, ...] = ()
     escalate_after_s: float | None = None
@@ -957,7 +962,7 @@ def parse_ruleset(
         else ("dag_id", "run_id"),
         "group_wait_s": reader.duration(defaults_body["group_wait"], "defaults.group_wait")
         if "group_wait" in defaults_body
-        else 30.0,
+        else DEFAULT_GROUP_WAIT_S,
         "repeat_interval_s": reader.duration(defaults_body["repeat_interval"], "defaults.repeat_interval")
         if "repeat_interval" in defaults_body
         else 3600.0,

@@ -49,7 +49,7 @@ def test_default_critical_goes_to_slack_with_email_escalation():
     assert (delivery.route, delivery.channel, delivery.channel_type) == ("critical", "slack", "slack")
     assert delivery.escalate_after_s == 1800 and delivery.escalation_channels == ("email",)
     assert delivery.fallback_channels == ("email",)
-    assert delivery.group_wait_s == 30 and delivery.repeat_interval_s == 3600
+    assert delivery.group_wait_s == 3 and delivery.repeat_interval_s == 3600
     assert delivery.group_key == "route=critical;dag_id=etl;run_id=r1"
 
 
