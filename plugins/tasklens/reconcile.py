@@ -92,11 +92,9 @@ def reconcile_once(
     now = now or datetime.now(timezone.utc)
     grace = grace if grace is not None else timedelta(seconds=config.reconcile_grace_s())
     alert_store = store.get_store()
-    first_seen = alert_store.earliest_event_ts()
-    if first_seen is None:
-        return 0  # a store that has seen no event yet cannot tell reported attempts from unreported ones
-    # Never look before tasklens saw its first event: older failures predate it and are not "killed".
-    since, until = max(now - lookback, first_seen - grace), now - grace
+    # Never look before the store existed: older failures predate tasklens and are not "killed".
+    watching_since = alert_store.watching_since() or now
+    since, until = max(now - lookback, watching_since), now - grace
     if since >= until:
         return 0
     rows = _ended_attempts(since, until)

@@ -233,6 +233,14 @@ events_table = sa.Table(
 )
 
 
+meta_table = sa.Table(
+    "tasklens_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(200), nullable=False),
+)
+
+
 @dataclasses.dataclass
 class RecordResult:
     """What :meth:`Store.record` did: ids of touched alerts and how each occurrence was counted."""
@@ -1098,11 +1106,11 @@ class Store:
             )
             return {(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows}
 
-    def earliest_event_ts(self) -> datetime | None:
-        """When this store saw its first task event: the reconciler never looks further back."""
+    def watching_since(self) -> datetime | None:
+        """When this store was created: the reconciler never reports failures from before it."""
         with self._read() as conn:
-            value = conn.execute(sa.select(sa.func.min(events_table.c.ts))).scalar()
-        return _parse_ts(value) if value is not None else None
+            value = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "watching_since")).scalar()
+        return _parse_ts(value)
 
     def outbox_stats(self) -> dict[str, Any]:
         """Outbox size by state and the last delivery error per channel (no alert content): for health checks."""

@@ -345,7 +345,7 @@ def test_store_is_its_own_database_with_prefixed_tables(store):
     names = set(sa.inspect(store.engine).get_table_names())
     assert names == {
         "tasklens_alembic_version", "tasklens_alerts", "tasklens_deliveries", "tasklens_events",
-        "tasklens_occurrences",
+        "tasklens_occurrences", "tasklens_meta",
     }
 
 
@@ -394,4 +394,14 @@ def test_reported_failure_attempts_lists_stored_failures_since(store):
     since = datetime(2024, 12, 31, tzinfo=timezone.utc)
     assert store.reported_failure_attempts(since) == {("etl", "load", "run1", -1, 1)}
     assert store.reported_failure_attempts(datetime(2025, 1, 2, tzinfo=timezone.utc)) == set()
-    assert store.earliest_event_ts() == datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+def test_store_remembers_when_it_started_watching(tmp_path):
+    """The reconciler's floor: the store's creation time, recorded by the migration and kept across opens."""
+    before = datetime.now(timezone.utc)
+    created = Store(f"sqlite:///{tmp_path / 'new.db'}")
+    after = datetime.now(timezone.utc)
+    since = created.watching_since()
+    assert since is not None and before <= since <= after
+    created.dispose()
+    assert Store(f"sqlite:///{tmp_path / 'new.db'}").watching_since() == since

@@ -36,8 +36,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except Exception:  # the UI still serves when the dispatcher cannot start; /tasklens/health says so
         log.warning("tasklens: the background dispatcher did not start", exc_info=True)
     try:
+        # Killed-task reconciler: the api-server may read Airflow's metadata DB, task processes may not.
+        from tasklens import reconcile
+
+        reconcile.start_background_reconciler()
+    except Exception:
+        log.warning("tasklens: the killed-task reconciler did not start", exc_info=True)
+    try:
         yield
     finally:
+        from tasklens import reconcile
+
+        reconcile.stop_background_reconciler()
         if started:
             from tasklens import dispatch
 

@@ -1,0 +1,51 @@
+"""Tasks that write their PID to a marker file and sleep, so a test can SIGKILL exactly that process."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from airflow.sdk import dag, get_current_context, task
+
+MARKERS = Path(os.environ.get("TASKLENS_TEST_MARKERS", "/tmp/tasklens-test-markers"))
+
+
+def _sleep_with_marker() -> str:
+    ti = get_current_context()["ti"]
+    if ti.try_number > 1:
+        return "second attempt ran normally"
+    MARKERS.mkdir(parents=True, exist_ok=True)
+    marker = MARKERS / f"{ti.dag_id}.{ti.task_id}.{ti.run_id.replace(':', '_')}.{ti.try_number}.pid"
+    marker.write_text(str(os.getpid()))
+    time.sleep(600)
+    return "not killed"
+
+
+for dag_id, retries in (("tl_killed_final", 0), ("tl_killed_retry", 1)):
+
+    @dag(
+        dag_id=dag_id,
+        schedule=None,
+        catchup=False,
+        tags=["tasklens-test"],
+        default_args={"owner": "tests", "retries": retries, "retry_delay": timedelta(seconds=1)},
+    )
+    def killed_dag():
+        task(task_id="sleeper")(_sleep_with_marker)()
+
+    killed_dag()
+
+
+@dag(dag_id="tl_plain_failure", schedule=None, catchup=False, tags=["tasklens-test"],
+     default_args={"owner": "tests", "retries": 0})
+def plain_failure():
+    @task
+    def raises() -> None:
+        raise RuntimeError("an ordinary failure the worker reports itself")
+
+    raises()
+
+
+plain_failure()
