@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from jwt import InvalidTokenError
 
-from tasklens import config, dispatch
+from tasklens import config, dispatch, reconcile
 from tasklens.alerts import Alert, AlertKind, Delivery, Severity
 from tasklens.store import Store, get_store, reset_stores
 
@@ -255,7 +255,8 @@ def test_health_hides_alert_content_and_reports_an_unreachable_store(
 
 
 def test_lifespan_starts_and_stops_the_dispatcher(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With dispatcher_enabled the app's lifespan starts the background dispatcher and stops it on shutdown."""
+    """With dispatcher_enabled the app's lifespan starts the background dispatcher (and the killed-task
+    reconciler) and stops them on shutdown; routes of the lazily built app are installed first."""
     from tasklens.ui.app import create_app
 
     calls: list[str] = []
@@ -263,10 +264,12 @@ def test_lifespan_starts_and_stops_the_dispatcher(store: Store, monkeypatch: pyt
     config.reset()
     monkeypatch.setattr(dispatch, "start_background_dispatcher", lambda: calls.append("start") or True)
     monkeypatch.setattr(dispatch, "stop_background_dispatcher", lambda: calls.append("stop"))
+    monkeypatch.setattr(reconcile, "start_background_reconciler", lambda: calls.append("reconciler") or None)
+    monkeypatch.setattr(reconcile, "stop_background_reconciler", lambda: calls.append("reconciler stop"))
     with TestClient(create_app(lazy=True)) as test_client:
-        assert calls == ["start"]
+        assert calls == ["start", "reconciler"]
         assert test_client.get("/openapi.json").json()["paths"].keys() >= {"/api/alerts", "/api/summary"}
-    assert calls == ["start", "stop"]
+    assert calls == ["start", "reconciler", "reconciler stop", "stop"]
 
 
 def test_building_the_plugin_app_does_not_import_airflow_api_security() -> None:
