@@ -9,7 +9,7 @@ import pytest
 
 from tasklens import config
 from tasklens.__main__ import main
-from tasklens.store import get_store, reset_stores
+from tasklens.store import HEAD_REVISION, get_store, reset_stores
 from tests.sinks import SlackSink, SmtpSink
 from tests.unit.test_store import make_alert, slack
 
@@ -29,7 +29,7 @@ def test_check_config_ok_with_builtin_rules(capsys):
     """check-config prints OK, the rules source and the store when everything loads."""
     assert main(["check-config"]) == 0
     out = capsys.readouterr().out
-    assert "check-config: OK" in out and "built-in rules" in out and "schema 0001" in out
+    assert "check-config: OK" in out and "built-in rules" in out and f"schema {HEAD_REVISION}" in out
 
 
 def test_check_config_reports_the_bad_key_and_exits_1(tmp_path, monkeypatch, capsys):
