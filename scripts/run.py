@@ -108,7 +108,7 @@ class MailDir:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+    async def handle_DATA(self, server, session, envelope):
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}.eml"
         (self.folder / name).write_bytes(envelope.content)
         subject = message_from_bytes(envelope.content).get("Subject", "")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import os
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from tasklens.exceptions import ConfigError
 
@@ -86,7 +87,9 @@ def _as_float(key: str, default: float, *, minimum: float = 0.0) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError("[tasklens]", key, f"{raw!r} is not a number", f"set {key} to a number such as {default}")
+        raise ConfigError(
+            "[tasklens]", key, f"{raw!r} is not a number", f"set {key} to a number such as {default}"
+        ) from None
     if value < minimum:
         raise ConfigError("[tasklens]", key, f"{value} is below {minimum}", f"set {key} to at least {minimum}")
     return value

@@ -42,7 +42,7 @@ class TaskEvent:
     dag_id: str
     task_id: str
     run_id: str
-    ts: str = dataclasses.field(default_factory=lambda: _iso(datetime.now(timezone.utc)))
+    ts: str = dataclasses.field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     map_index: int = -1
     try_number: int = 1
     max_tries: int | None = None
@@ -130,7 +130,7 @@ def redact(value: Any) -> Any:
     return value
 
 
-def _exception_fields(error: BaseException | str | None) -> dict[str, str | None]:
+def _exception_fields(error: BaseException | str | None) -> dict[str, Any]:
     if error is None:
         return {"exception_type": None, "exception_message": None, "traceback": None}
     if isinstance(error, BaseException):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["TasklensError", "ConfigError", "StoreError", "DeliveryError"]
+__all__ = ["ConfigError", "DeliveryError", "StoreError", "TasklensError"]
 
 
 class TasklensError(Exception):

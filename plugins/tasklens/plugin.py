@@ -26,7 +26,7 @@ def _airflow_supported() -> bool:
 def _ui_components() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The FastAPI app and the external views, if the UI package is installed with this version."""
     try:
-        from tasklens.ui import fastapi_apps, external_views
+        from tasklens.ui import external_views, fastapi_apps
     except ImportError:
         return [], []
     return fastapi_apps(), external_views()

@@ -34,11 +34,10 @@ FAILURE_STATES = ("failed", "up_for_retry")
 
 def _ended_attempts(since: datetime, until: datetime) -> list[Any]:
     """Task attempts that ended in a failure state between ``since`` and ``until``, newest tries and history."""
-    from sqlalchemy import select
-
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.taskinstancehistory import TaskInstanceHistory
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     found: list[Any] = []
     with create_session() as session:
@@ -59,7 +58,9 @@ def _attempt_key(row: Any) -> tuple[str, str, str, int, int]:
 
 def _killed_event(row: Any) -> events.TaskEvent:
     state = events.state_name(row.state)
-    event = events.from_task_instance("killed", row, previous_state="running", source="reconciler", reason=KILLED_REASON)
+    event = events.from_task_instance(
+        "killed", row, previous_state="running", source="reconciler", reason=KILLED_REASON
+    )
     # Keep Airflow's own verdict: a retry is still scheduled when the state is up_for_retry.
     return events.TaskEvent.from_dict({**event.to_dict(), "state": state, "end_date": event.end_date})
 
