@@ -52,7 +52,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The newest migration in ``tasklens/migrations/versions``; a unit test keeps the two in step.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 VERSION_TABLE = "tasklens_alembic_version"
 DELIVERY_STATES = ("pending", "sent", "failed", "dead")
 #: Delivery states that still lead to a message (the channel "got or will get" the alert).
@@ -149,6 +149,7 @@ alerts_table = sa.Table(
     sa.Index(None, "fingerprint"),
     sa.Index(None, "dag_id", "task_id", "rule"),
     sa.Index(None, "escalate_at"),
+    sa.Index(None, "status", "severity", "dag_id"),  # the UI's counts, index-only (migration 0003)
 )
 
 occurrences_table = sa.Table(
@@ -176,6 +177,7 @@ occurrences_table = sa.Table(
         name="uq_tasklens_occurrences_attempt",  # explicit: PostgreSQL truncates names past 63 characters
     ),
     sa.Index(None, "alert_id"),
+    sa.Index(None, "dag_id", "task_id", "run_id", "map_index"),  # the UI's task-instance tab (migration 0003)
 )
 
 deliveries_table = sa.Table(
@@ -230,6 +232,7 @@ events_table = sa.Table(
         unique=True,
     ),
     sa.Index("ix_tasklens_events_outcome_ts", "outcome", "ts"),
+    sa.Index(None, "outcome", "ts", "dag_id"),  # the UI's failures-per-hour chart, index-only (migration 0003)
 )
 
 
@@ -1173,13 +1176,15 @@ class Store:
             return True
 
     def mute(self, alert_id: int, *, until: datetime, by: str) -> bool:
-        """Silence an unresolved alert until ``until`` (its occurrences are still counted)."""
+        """Silence an unresolved alert until ``until`` (its occurrences are still counted); records who and when
+        in ``acked_by``/``acked_at``."""
+        now = self.clock()
         with self._write() as conn:
             return bool(
                 conn.execute(
                     alerts_table.update()
                     .where(alerts_table.c.id == alert_id, alerts_table.c.open_key.is_not(None))
-                    .values(status=Status.MUTED.value, muted_until=until, acked_by=by)
+                    .values(status=Status.MUTED.value, muted_until=until, acked_by=by, acked_at=now)
                 ).rowcount
             )
 

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-
 from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+
 from tests.integration.stack import AirflowStack
 
 pytestmark = pytest.mark.timeout(420)
@@ -207,6 +207,7 @@ def test_viewer_cannot_act_admin_can_and_actions_are_recorded(stack: AirflowStac
     status, muted = stack.request("POST", f"/tasklens/api/alerts/{seeded['to_mute']}/mute",
                                   {"duration_minutes": 120}, user="admin")
     assert status == 200 and muted["status"] == "muted" and muted["acked_by"] == "admin"
+    assert datetime.fromisoformat(muted["acked_at"]) >= before  # when it was muted
     until = datetime.fromisoformat(muted["muted_until"])
     assert timedelta(minutes=119) < until - datetime.now(timezone.utc) <= timedelta(minutes=120)
     status, _ = stack.request("POST", f"/tasklens/api/alerts/{seeded['to_mute']}/mute", {}, user="admin")
