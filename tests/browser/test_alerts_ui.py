@@ -182,7 +182,8 @@ def test_task_instance_tab_shows_attempts_alerts_and_deliveries(browser: Any, st
 
 def test_viewer_sees_alerts_without_actions_and_dark_mode_is_dark(browser: Any, stack: AirflowStack,
                                                                  seeded: dict[str, Any]) -> None:
-    """A Viewer gets the page without action buttons; with a dark color scheme the page renders dark."""
+    """A Viewer gets the page without action buttons; with a dark color scheme the page renders dark; the log link
+    navigates Airflow's UI to the attempt."""
     page = login(browser, stack, "viewer", color_scheme="dark")
     frame = open_alerts_from_nav(page)
     row(frame, seeded["xss"]).wait_for()
@@ -191,4 +192,8 @@ def test_viewer_sees_alerts_without_actions_and_dark_mode_is_dark(browser: Any, 
     red, green, blue = (int(v) for v in background[background.index("(") + 1 : background.index(")")].split(",")[:3])
     assert red + green + blue < 150, background
     page.screenshot(path=str(ARTIFACTS / "alerts-page-dark.png"))
+
+    row(frame, seeded["xss"]).locator("a[data-airflow]").click()  # opens in Airflow itself, not in the iframe
+    page.wait_for_url(lambda url: "/tasks/validate_orders" in url and "try_number=1" in url)
+    assert "/plugin/" not in page.url
     page.context.close()
