@@ -3,7 +3,7 @@
 
 Runs whenever `silver.flights` is updated. Trains a `pyspark.ml` logistic regression for
 `dep_delay > 15` minutes, evaluates it on a time-based holdout (the latest month), saves model and metrics as
-a new version under `models/flight_delay/`, emits `auc` and `prediction_accuracy` (0-1) through tasklens, and
+a new version under `models/flight_delay/`, emits `auc` and `prediction_accuracy` (percent) through tasklens, and
 scores the latest month into `gold/predictions`.
 """
 

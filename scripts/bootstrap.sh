@@ -30,6 +30,12 @@ echo "tasklens setup: installing locked dependencies into .venv (a few minutes t
   || die "pip could not upgrade itself; check network access to PyPI."
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -r requirements-dev.txt \
   || die "installing requirements-dev.txt with constraints.txt failed (see pip's message above)."
+# The Spark provider requires pyspark-client (Spark Connect only, newest 4.2.0), which ships files of the same
+# `pyspark` package and can overwrite pyspark 4.3.0's (Python UDFs then break): reinstall pyspark last.
+if [ "$(.venv/bin/python -c 'import pyspark; print(pyspark.__version__)' 2>/dev/null)" != "$(sed -n 's/^pyspark==//p' constraints.txt)" ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --force-reinstall -c constraints.txt pyspark \
+    || die "reinstalling pyspark over pyspark-client's files failed (see pip's message above)."
+fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . \
   || die "installing the tasklens package (pip install -e .) failed."
 echo "$want" > "$stamp"

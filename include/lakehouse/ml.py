@@ -122,7 +122,8 @@ def _metrics(scored: DataFrame) -> dict[str, float]:
     n, tp, fp, fn, tn = (int((counts[k] if counts else 0) or 0) for k in ("n", "tp", "fp", "fn", "tn"))
     return {
         "auc": float(auc),
-        "prediction_accuracy": (tp + tn) / n if n else 0.0,
+        # A percentage, like data_quality_score: the alert rule reads `prediction_accuracy < 85`.
+        "prediction_accuracy": 100.0 * (tp + tn) / n if n else 0.0,
         "precision": tp / (tp + fp) if tp + fp else 0.0,
         "recall": tp / (tp + fn) if tp + fn else 0.0,
         "test_rows": float(n),

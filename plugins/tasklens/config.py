@@ -277,13 +277,17 @@ def spark_conf() -> dict[str, str]:
     except ValueError:
         value = None
     if not isinstance(value, dict):
-        raise ConfigError("[tasklens]", "spark_conf", f"{raw!r} is not a JSON object", 'use e.g. {"spark.driver.memory": "2g"}')
+        raise ConfigError(
+            "[tasklens]", "spark_conf", f"{raw!r} is not a JSON object", 'use e.g. {"spark.driver.memory": "2g"}'
+        )
     return {str(k): str(v) for k, v in value.items()}
 
 
 @_cache
 def spark_conn_id() -> str | None:
-    """Airflow connection (Spark type) giving the master; its extra ``{"tasklens-submit": true}`` selects spark-submit."""
+    """Airflow connection (Spark type) giving the master.
+
+    Its extra ``{"tasklens-submit": true}`` selects spark-submit."""
     return _get("spark_conn_id")
 
 
