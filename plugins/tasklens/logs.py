@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 import structlog
 
 from tasklens import config, events
+from tasklens._once import WarnOnce
 from tasklens.events import TaskEvent
 
 __all__ = [
@@ -59,16 +60,8 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 #: ``event`` of a business-event line in the JSON Lines stream.
 BUSINESS_EVENT = "business"
 
-_warned: set[str] = set()
-_warn_lock = threading.Lock()
-
-
-def _warn_once(key: str, message: str, *args: Any, exc_info: bool = False) -> None:
-    with _warn_lock:
-        if key in _warned:
-            return
-        _warned.add(key)
-    log.warning(message, *args, exc_info=exc_info)
+_warnings = WarnOnce(log)
+_warn_once = _warnings.warn
 
 
 # -- Airflow's task log ----------------------------------------------------------------------------
@@ -193,9 +186,8 @@ def _stream() -> EventStream | None:
 
 
 def _after_fork_in_child() -> None:
-    global _streams_lock, _warn_lock
+    global _streams_lock
     _streams_lock = threading.Lock()
-    _warn_lock = threading.Lock()
     for stream in _streams.values():
         stream.after_fork_in_child()
 
@@ -209,8 +201,7 @@ def reset() -> None:
         for stream in _streams.values():
             stream.close()
         _streams.clear()
-    with _warn_lock:
-        _warned.clear()
+    _warnings.forget()
 
 
 def _encode(record: Mapping[str, Any]) -> bytes:

@@ -53,6 +53,7 @@ from typing import Any, TypeVar
 import statsd
 
 from tasklens import config
+from tasklens._once import WarnOnce
 from tasklens.events import EVENT_KINDS, TaskEvent
 
 __all__ = [
@@ -120,16 +121,8 @@ _MAX_VALUE_CHARS = 250
 _PENDING_LIMIT = 512
 _EXIT_FLUSH_WAIT_S = 0.5
 
-_warned: set[str] = set()
-_warn_lock = threading.Lock()
-
-
-def _warn_once(key: str, message: str, *args: Any, exc_info: bool = False) -> None:
-    with _warn_lock:
-        if key in _warned:
-            return
-        _warned.add(key)
-    log.warning(message, *args, exc_info=exc_info)
+_warnings = WarnOnce(log)
+_warn_once = _warnings.warn
 
 
 # -- wire format ---------------------------------------------------------------------------------
@@ -285,8 +278,7 @@ def reset() -> None:
     """Forget the client, settings and warnings (tests, after changing ``[metrics]``)."""
     _sender.close()
     _attempt_cache.clear()
-    with _warn_lock:
-        _warned.clear()
+    _warnings.forget()
 
 
 # -- task events (pipeline stage) ------------------------------------------------------------------

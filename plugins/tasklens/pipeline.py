@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import collections
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tasklens._once import WarnOnce
 from tasklens.events import TaskEvent
 
 __all__ = ["ERROR_COUNTS", "handle", "handle_metric", "raise_custom_alert", "run_stage"]
@@ -22,8 +22,7 @@ log = logging.getLogger(__name__)
 
 #: Failures per stage in this process; also sent as ``tasklens.errors`` with a ``stage`` label.
 ERROR_COUNTS: collections.Counter[str] = collections.Counter()
-_warned: set[str] = set()
-_warn_lock = threading.Lock()
+_stage_warnings = WarnOnce(log)
 
 
 def run_stage(stage: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -32,10 +31,7 @@ def run_stage(stage: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -
         return func(*args, **kwargs)
     except Exception:
         ERROR_COUNTS[stage] += 1
-        with _warn_lock:
-            first = stage not in _warned
-            _warned.add(stage)
-        if first:
+        if _stage_warnings.first(stage):
             log.warning(
                 "tasklens stage %r failed; the task state is not affected (further failures of this stage "
                 "are counted in tasklens.errors only)",

@@ -24,6 +24,11 @@ def parse_statsd_line(line: str) -> tuple[str, dict[str, str], str, str]:
     return name, labels, value, stat_type
 
 
+def _is_tasklens(line: str) -> bool:
+    name = line.split(",")[0].split(":")[0]
+    return name.startswith("tasklens.") or ".tasklens." in name
+
+
 class StatsdSink:
     """A UDP socket on 127.0.0.1 (free port) collecting every StatsD line sent to it, until closed."""
 
@@ -56,9 +61,13 @@ class StatsdSink:
             done.wait(0.01)
         return [line for line in self.lines if not line.startswith("sink.marker.")]
 
+    def tasklens_lines(self) -> list[str]:
+        """Raw tasklens lines received so far (with or without a ``statsd_prefix``)."""
+        return [line for line in self.drain() if _is_tasklens(line)]
+
     def tasklens(self, dag_id: str | None = None) -> list[tuple[str, dict[str, str], str, str]]:
         """Parsed tasklens lines, optionally only those labelled with ``dag_id``."""
-        parsed = [parse_statsd_line(line) for line in self.drain() if ".tasklens." in line.split(",")[0]]
+        parsed = [parse_statsd_line(line) for line in self.tasklens_lines()]
         return [p for p in parsed if dag_id is None or p[1].get("dag_id") == dag_id]
 
     def close(self) -> None:

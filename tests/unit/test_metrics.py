@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
@@ -14,41 +13,7 @@ from hypothesis import strategies as st
 
 from tasklens import config, metrics, pipeline
 from tasklens.events import TaskEvent
-
-MARKER = b"test.marker:1|c"
-
-
-def parse_statsd_line(line: str) -> tuple[str, dict[str, str], str, str]:
-    """Parse one line the way statsd_exporter does with InfluxDB tags (pkg/line/line.go)."""
-    name_part, _, rest = line.partition(":")
-    name, *tags = name_part.split(",")
-    labels = {}
-    for tag in tags:
-        key, sep, value = tag.partition("=")
-        assert sep and key and value, f"statsd_exporter would reject tag {tag!r}"
-        labels[key] = value
-    value, stat_type = rest.split("|")[:2]
-    return name, labels, value, stat_type
-
-
-class StatsdSink:
-    """A UDP socket on 127.0.0.1 that the code under test sends StatsD packets to."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(10)
-        self.port = self.sock.getsockname()[1]
-
-    def lines_until_marker(self) -> list[str]:
-        """Send a marker to ourselves; return the tasklens lines received before it (loopback UDP keeps order)."""
-        self.sock.sendto(MARKER, ("127.0.0.1", self.port))
-        lines: list[str] = []
-        while True:
-            data = self.sock.recv(65535)
-            if data == MARKER:
-                return [line for line in lines if ".tasklens." in line.split(",")[0]]
-            lines.extend(data.decode("utf-8").split("\n"))
+from tests.integration.observability import StatsdSink, parse_statsd_line
 
 
 @pytest.fixture
@@ -63,7 +28,7 @@ def sink(monkeypatch):
     config.reset()
     metrics.reset()
     yield sink
-    sink.sock.close()
+    sink.close()
     config.reset()
     metrics.reset()
 
@@ -94,7 +59,7 @@ def registry_covers(stat: str) -> bool:
 def test_record_event_sends_counter_gauge_and_timer_with_ids_intact(sink):
     """One event becomes a transition counter, a try-number gauge and a duration timer, dotted/dashed ids intact."""
     metrics.record_event(make_event())
-    parsed = {parse_statsd_line(line)[0]: parse_statsd_line(line) for line in sink.lines_until_marker()}
+    parsed = {parse_statsd_line(line)[0]: parse_statsd_line(line) for line in sink.tasklens_lines()}
     assert set(parsed) == {
         "airflow.tasklens.task.success",
         "airflow.tasklens.task.try_number",
@@ -120,7 +85,7 @@ def test_running_event_has_no_timer_and_every_name_is_registered(sink):
     metrics.record_event(make_event(event="running", state="running", duration_s=None))
     metrics.record_event(make_event(event="up_for_retry", state="up_for_retry"))
     metrics.count_error("logs.stream")
-    lines = sink.lines_until_marker()
+    lines = sink.tasklens_lines()
     names = [parse_statsd_line(line)[0] for line in lines]
     assert "airflow.tasklens.task.running" in names and "airflow.tasklens.task.up_for_retry" in names
     assert names.count("airflow.tasklens.task.duration") == 1
@@ -130,14 +95,14 @@ def test_running_event_has_no_timer_and_every_name_is_registered(sink):
 def test_count_error_labels_the_stage(sink):
     """``count_error(stage)`` sends ``tasklens.errors`` with only a ``stage`` label."""
     metrics.count_error("alerts")
-    [line] = sink.lines_until_marker()
+    [line] = sink.tasklens_lines()
     assert parse_statsd_line(line) == ("airflow.tasklens.errors", {"stage": "alerts"}, "1", "c")
 
 
 def test_unicode_and_separator_characters_in_labels(sink):
     """Non-ASCII ids go out as UTF-8 unchanged; separators in an owner are escaped so the line still parses."""
     metrics.record_event(make_event(dag_id="données_ventes", owner="alice, bob:ops|x=y#[z]"))
-    for line in sink.lines_until_marker():
+    for line in sink.tasklens_lines():
         _, labels, _, _ = parse_statsd_line(line)
         assert labels["dag_id"] == "données_ventes"
         assert labels["owner"] == "alice__bob_ops_x_y__z_"
@@ -150,7 +115,7 @@ def test_statsd_off_sends_nothing(sink, monkeypatch):
     metrics.reset()
     metrics.record_event(make_event())
     metrics.count_error("x")
-    assert sink.lines_until_marker() == []
+    assert sink.tasklens_lines() == []
 
 
 def test_unresolvable_host_warns_once_and_never_raises(monkeypatch, caplog):
@@ -179,7 +144,7 @@ def test_host_name_resolves_in_background_and_queued_metrics_are_flushed(sink, m
     metrics.record_event(make_event())
     metrics._sender.resolving.join(30)
     metrics.count_error("after")
-    names = [parse_statsd_line(line)[0] for line in sink.lines_until_marker()]
+    names = [parse_statsd_line(line)[0] for line in sink.tasklens_lines()]
     assert names[0] == "airflow.tasklens.task.success" and names[-1] == "airflow.tasklens.errors"
 
 
@@ -189,9 +154,7 @@ def test_empty_prefix_sends_bare_names(sink, monkeypatch):
     config.reset()
     metrics.reset()
     metrics.count_error("x")
-    sink.sock.sendto(MARKER, ("127.0.0.1", sink.port))
-    first = sink.sock.recv(65535).decode()
-    assert first.startswith("tasklens.errors,stage=x:1|c")
+    assert sink.tasklens_lines()[0].startswith("tasklens.errors,stage=x:1|c")
 
 
 @pytest.fixture
@@ -220,7 +183,7 @@ def test_custom_metrics_are_labelled_with_the_running_task_and_reach_the_alert_e
     metrics.incr("records_processed", 1200)
     metrics.gauge("data_quality_score", 97.5, stage="silver")
     metrics.timing("load_orders", 0.25)
-    parsed = [parse_statsd_line(line) for line in sink.lines_until_marker()]
+    parsed = [parse_statsd_line(line) for line in sink.tasklens_lines()]
     assert parsed[0] == (
         "airflow.tasklens.custom.records_processed",
         {"dag_id": "sales.daily", "task_id": "load-orders"},
@@ -246,7 +209,7 @@ def test_custom_metric_outside_a_task_still_goes_out_with_none_labels(sink, monk
     seen = []
     monkeypatch.setattr(pipeline, "handle_metric", lambda *args: seen.append(args))
     metrics.incr("rows")
-    [line] = sink.lines_until_marker()
+    [line] = sink.tasklens_lines()
     assert parse_statsd_line(line)[1] == {"dag_id": "none", "task_id": "none"}
     assert seen == [("rows", 1, {}, None)]
 
@@ -267,7 +230,7 @@ def test_unknown_labels_are_dropped_with_one_warning(sink, caplog):
     with caplog.at_level(logging.WARNING, logger="tasklens.metrics"):
         metrics.incr("rows", run_id="r1", try_number=2)
         metrics.incr("rows", run_id="r2")
-    for line in sink.lines_until_marker():
+    for line in sink.tasklens_lines():
         assert set(parse_statsd_line(line)[1]) == {"dag_id", "task_id"}
     dropped = [r.getMessage() for r in caplog.records if "dropped metric label" in r.getMessage()]
     assert len(dropped) == 2 and "'run_id'" in dropped[0] and "'try_number'" in dropped[1]
@@ -276,7 +239,7 @@ def test_unknown_labels_are_dropped_with_one_warning(sink, caplog):
 def test_custom_metric_names_are_sanitised(sink):
     """A custom name with dots or dashes is sent with underscores so it stays one Prometheus name."""
     metrics.incr("rows.loaded-total")
-    [line] = sink.lines_until_marker()
+    [line] = sink.tasklens_lines()
     assert parse_statsd_line(line)[0] == "airflow.tasklens.custom.rows_loaded_total"
 
 
@@ -290,7 +253,7 @@ def test_timer_works_as_context_manager_and_decorator(sink):
     with metrics.timer("load"):
         pass
     assert score(21) == 42
-    names = [parse_statsd_line(line)[0] for line in sink.lines_until_marker()]
+    names = [parse_statsd_line(line)[0] for line in sink.tasklens_lines()]
     assert names == ["airflow.tasklens.custom.load", "airflow.tasklens.custom.score"]
 
 
@@ -304,7 +267,7 @@ def test_a_failing_alert_engine_does_not_break_custom_metrics(sink, monkeypatch)
     before = pipeline.ERROR_COUNTS["alerts.metric"]
     metrics.incr("rows")
     assert pipeline.ERROR_COUNTS["alerts.metric"] == before + 1
-    names = [parse_statsd_line(line)[0] for line in sink.lines_until_marker()]
+    names = [parse_statsd_line(line)[0] for line in sink.tasklens_lines()]
     assert names == ["airflow.tasklens.custom.rows", "airflow.tasklens.errors"]
 
 

@@ -23,7 +23,7 @@ def recorded(monkeypatch, tmp_path):
     monkeypatch.setattr(logs, "write_event", lambda e: calls.append(("logs.stream", e)))
     monkeypatch.setattr(metrics, "record_event", lambda e: calls.append(("metrics", e)))
     monkeypatch.setattr(metrics, "count_error", lambda stage: calls.append(("count_error", stage)))
-    monkeypatch.setattr(pipeline, "_warned", set())
+    monkeypatch.setattr(pipeline, "_stage_warnings", pipeline.WarnOnce(pipeline.log))
     # Only the observability stages: the alert engine's stage has its own tests.
     ours = tuple(s for s in pipeline._EVENT_STAGES if s[0] in {"logs.context", "logs.stream", "metrics"})
     monkeypatch.setattr(pipeline, "_EVENT_STAGES", ours)
