@@ -835,6 +835,20 @@ class Store:
                 .values(claimed_by=None, claimed_until=None, next_attempt_at=next_attempt_at)
             )
 
+    def _end_attempt(self, conn: Connection, ids: Sequence[int], now: datetime, **values: Any) -> None:
+        """Record one delivery attempt of the rows this dispatcher owns and release its claim on them."""
+        conn.execute(
+            deliveries_table.update()
+            .where(self._owned(ids))
+            .values(
+                last_attempt_at=now,
+                attempts=deliveries_table.c.attempts + 1,
+                claimed_by=None,
+                claimed_until=None,
+                **values,
+            )
+        )
+
     def mark_sent(self, ids: Sequence[int], *, now: datetime | None = None) -> None:
         """These deliveries went out (as one message)."""
         if not ids:
@@ -842,19 +856,7 @@ class Store:
         now = now or self.clock()
         batch = uuid.uuid4().hex
         with self._write() as conn:
-            conn.execute(
-                deliveries_table.update()
-                .where(self._owned(ids))
-                .values(
-                    state="sent",
-                    sent_at=now,
-                    last_attempt_at=now,
-                    attempts=deliveries_table.c.attempts + 1,
-                    claimed_by=None,
-                    claimed_until=None,
-                    batch_id=batch,
-                )
-            )
+            self._end_attempt(conn, ids, now, state="sent", sent_at=now, batch_id=batch)
 
     def mark_failed(
         self, ids: Sequence[int], *, error: str, next_attempt_at: datetime, now: datetime | None = None
@@ -864,18 +866,8 @@ class Store:
             return
         now = now or self.clock()
         with self._write() as conn:
-            conn.execute(
-                deliveries_table.update()
-                .where(self._owned(ids))
-                .values(
-                    state="failed",
-                    last_error=_bounded(error, MAX_ERROR),
-                    last_attempt_at=now,
-                    next_attempt_at=next_attempt_at,
-                    attempts=deliveries_table.c.attempts + 1,
-                    claimed_by=None,
-                    claimed_until=None,
-                )
+            self._end_attempt(
+                conn, ids, now, state="failed", last_error=_bounded(error, MAX_ERROR), next_attempt_at=next_attempt_at
             )
 
     def mark_dead(
@@ -897,18 +889,7 @@ class Store:
             rows = conn.execute(
                 sa.select(deliveries_table).where(self._owned(ids))
             ).mappings().all()
-            conn.execute(
-                deliveries_table.update()
-                .where(self._owned(ids))
-                .values(
-                    state="dead",
-                    last_error=error,
-                    last_attempt_at=now,
-                    attempts=deliveries_table.c.attempts + 1,
-                    claimed_by=None,
-                    claimed_until=None,
-                )
-            )
+            self._end_attempt(conn, ids, now, state="dead", last_error=error)
             alert_ids = sorted({r["alert_id"] for r in rows})
             conn.execute(
                 alerts_table.update()
