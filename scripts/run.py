@@ -5,6 +5,7 @@ Everything lives under .airflow/ (git-ignored). Ctrl-C stops everything this scr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -18,6 +19,8 @@ import time
 import urllib.request
 from email import message_from_bytes
 from pathlib import Path
+
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 HOME = REPO / ".airflow"
@@ -77,7 +80,12 @@ def environment() -> dict[str, str]:
         "conn_type": "smtp",
         "host": HOST,
         "port": SMTP_PORT,
-        "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "tasklens@localhost"},
+        "extra": {
+            "disable_ssl": True,
+            "disable_tls": True,
+            "from_email": "tasklens@localhost",
+            "to": "oncall@localhost",
+        },
     }
     env.update(
         {
@@ -96,7 +104,8 @@ def environment() -> dict[str, str]:
             "PATH": os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", ""))),
         }
     )
-    if "AIRFLOW__TASKLENS__RULES_FILE" not in os.environ and (REPO / "include" / "tasklens_rules.local.yml").exists():
+    # Without Slack, route every alert to the local mail sink instead of failing over from a missing connection.
+    if "AIRFLOW__TASKLENS__RULES_FILE" not in os.environ and "AIRFLOW_CONN_TASKLENS_SLACK" not in os.environ:
         env["AIRFLOW__TASKLENS__RULES_FILE"] = str(REPO / "include" / "tasklens_rules.local.yml")
     return env
 
@@ -142,6 +151,11 @@ def main() -> None:
     standalone = subprocess.Popen([AIRFLOW, "standalone"], env=env, start_new_session=True)
 
     def stop(*_: object) -> None:
+        # Some components (the triggerer) leave standalone's process group: remember every descendant first.
+        try:
+            descendants = psutil.Process(standalone.pid).children(recursive=True)
+        except psutil.Error:
+            descendants = []
         # standalone can hang in "Shutting down components" after its children exit: escalate.
         for sig, grace in ((signal.SIGINT, 15), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
             if standalone.poll() is not None:
@@ -151,9 +165,18 @@ def main() -> None:
                 standalone.wait(timeout=grace)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
+        survivors = [p for p in descendants if p.is_running()]
+        for proc in survivors:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        _, alive = psutil.wait_procs(survivors, timeout=10)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
         smtp.stop()
 
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    stopping_requested = False
     try:
         ready = threading.Event()
         if wait_until_ready(standalone):
@@ -165,6 +188,7 @@ def main() -> None:
                 f"  alert store:      {HOME / 'tasklens.db'}\n"
                 f"  event stream:     {HOME / 'logs' / 'tasklens' / 'events.jsonl'}\n"
                 f"  mail (SMTP sink): {HOME / 'mail'}/  (smtp://{HOST}:{SMTP_PORT}, connection tasklens_smtp)\n"
+                f"  rules:            {env.get('AIRFLOW__TASKLENS__RULES_FILE', 'built-in (Slack + email)')}\n"
                 "  Slack:            set AIRFLOW_CONN_TASKLENS_SLACK to a webhook connection to get Slack messages\n"
                 "  Ctrl-C stops everything.\n",
                 flush=True,
@@ -173,10 +197,12 @@ def main() -> None:
             print("make run: Airflow did not become healthy; see the output above.", file=sys.stderr)
         standalone.wait()
     except KeyboardInterrupt:
+        stopping_requested = True
         print("\nmake run: stopping Airflow and the SMTP sink...", flush=True)
     finally:
         stop()
-    sys.exit(0 if standalone.returncode in (0, None, -signal.SIGINT) else standalone.returncode or 0)
+    # Stopped by Ctrl-C / SIGTERM (ours) is a clean exit; standalone failing on its own is not.
+    sys.exit(0 if stopping_requested or standalone.returncode in (0, None) else 1)
 
 
 if __name__ == "__main__":

@@ -487,3 +487,14 @@ def test_bad_channels_policies_and_version(tmp_path, text, key, problem):
     error = error_for(tmp_path, text)
     assert error.key == key
     assert problem in error.problem
+
+
+def test_make_run_local_rules_send_every_notified_alert_to_the_mail_sink():
+    """`make run` without Slack routes warnings and criticals to the local SMTP sink's recipient."""
+    from tasklens.routing import route
+    from tests.unit.test_store import make_alert
+
+    ruleset = load_ruleset(REPO / "include" / "tasklens_rules.local.yml", **CONNS)
+    assert ruleset.channels["email"].to == ("oncall@localhost",)
+    deliveries = route(make_alert(), ruleset)
+    assert [(d.channel, d.channel_type) for d in deliveries] == [("email", "email")]
