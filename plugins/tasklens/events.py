@@ -79,16 +79,21 @@ class TaskEvent:
         return self.event == "up_for_retry"
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        # Every field is a str, number, None or a tuple of str: a shallow copy is enough (asdict deep-copies).
+        data: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+        for name in _FIELD_NAMES:
+            data[name] = getattr(self, name)
         data["dag_tags"] = list(self.dag_tags)
-        return {"schema_version": SCHEMA_VERSION, **data}
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TaskEvent:
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs = {k: v for k, v in data.items() if k in _FIELD_NAMES}
         kwargs["dag_tags"] = tuple(kwargs.get("dag_tags") or ())
         return cls(**kwargs)
+
+
+_FIELD_NAMES = tuple(field.name for field in dataclasses.fields(TaskEvent))
 
 
 def _iso(value: datetime | None) -> str | None:

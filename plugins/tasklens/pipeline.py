@@ -74,14 +74,15 @@ def _raise_alerts(event: TaskEvent) -> None:
 
     ruleset = config.ruleset()
     store = get_store()
+    median_rules = _median_duration_rules(ruleset)
     history: tuple[float, ...] = ()
-    keep_history = _needs_duration_history(ruleset)
-    if keep_history and event.duration_s is not None:
+    if any(_may_exceed_median(rule, event) for rule in median_rules):
         history = store.recent_durations(event.dag_id, event.task_id)
     alerts = rules.evaluate_event(event, ruleset, recent_durations_s=history)
     # Terminal events are stored for the UI tab and the duration history; a success is stored only when a
-    # median-based duration rule needs the history (keeps the success path to one read when nothing is open).
-    keep_event = event.event != "success" or keep_history
+    # median-based duration rule needs the history. Most successes are shorter than the rule's min_duration
+    # (5 min built in), so they skip the history read and cost one write transaction.
+    keep_event = event.event != "success" or bool(median_rules)
     _store_alerts(alerts, ruleset, event=event if keep_event else None)
 
 
@@ -91,8 +92,16 @@ _ALERTING_EVENTS = frozenset({"success", "failed", "up_for_retry", "killed"})
 NOTIFY_CHANNELS_KEY = "_tasklens_channels"
 
 
-def _needs_duration_history(ruleset: Any) -> bool:
-    return any(getattr(rule, "median_factor", None) for rule in ruleset.rules_of_type("duration"))
+def _median_duration_rules(ruleset: Any) -> list[Any]:
+    return [rule for rule in ruleset.rules_of_type("duration") if rule.enabled and rule.median_factor]
+
+
+def _may_exceed_median(rule: Any, event: TaskEvent) -> bool:
+    """Whether ``rule`` could fire on ``event`` at all: shorter than its min_duration, the median is irrelevant."""
+    from tasklens import rules
+
+    duration = event.duration_s
+    return duration is not None and duration >= rule.min_duration_s and rules.rule_condition(rule)(event)
 
 
 def _store_alerts(alerts: Any, ruleset: Any, *, event: TaskEvent | None = None,

@@ -19,6 +19,7 @@ and queues a resolve notice to each channel that got (or is about to get) the al
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -328,6 +329,35 @@ def _sqlite_path(url: sa.URL) -> Path | None:
     return Path(url.database)
 
 
+# Built once: constructing SQLAlchemy statements costs more than running them on the success path.
+_OPEN_FOR_RESOLVES = (
+    sa.select(alerts_table.c.id)
+    .where(
+        sa.or_(
+            alerts_table.c.open_key.in_(sa.bindparam("fingerprints", expanding=True)),
+            sa.and_(
+                alerts_table.c.dag_id == sa.bindparam("dag_id"),
+                alerts_table.c.task_id.is_not_distinct_from(sa.bindparam("task_id")),
+                alerts_table.c.rule.in_(sa.bindparam("rules", expanding=True)),
+                alerts_table.c.open_key.is_not(None),
+            ),
+        )
+    )
+    .limit(1)
+)
+
+
+@functools.cache
+def _insert_or_skip(dialect: str, table: sa.Table) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING for ``table``, built once per dialect and reused."""
+    dialect_insert: Any
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    return dialect_insert(table).on_conflict_do_nothing()
+
+
 class Store:
     """The alert store. Thread-safe; one per process via :func:`get_store`.
 
@@ -439,10 +469,14 @@ class Store:
         now = self.clock()
         result = RecordResult()
         try:
+            items = list(items)
             with self._write() as conn:
                 first_report = True
                 if event is not None:
                     first_report = self._insert_event(conn, event, now)
+                # A success proposes several resolves and usually nothing is open: one SELECT answers for all.
+                resolves = [item[0] for item in items if item[0].kind == AlertKind.RESOLVE]
+                anything_to_resolve = bool(resolves) and self._any_open(conn, resolves)
                 for item in items:
                     alert, deliveries = item[0], item[1]
                     muted = bool(item[2]) if len(item) > 2 else False
@@ -451,27 +485,24 @@ class Store:
                         result.duplicates += 1
                         continue
                     if alert.kind == AlertKind.RESOLVE:
-                        self._resolve(conn, alert, now, result, by=str(alert.data.get("resolved_by") or "tasklens"))
+                        if anything_to_resolve:
+                            self._resolve(conn, alert, now, result, by=str(alert.data.get("resolved_by") or "tasklens"))
                     else:
                         self._record_occurrence(conn, alert, tuple(deliveries), muted, now, result)
+                        anything_to_resolve = bool(resolves)  # it may have opened what a later resolve closes
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(f"could not write to the tasklens store: {exc}") from exc
         return result
 
     def _insert(self, conn: Connection, table: sa.Table, values: Mapping[str, Any]) -> int:
         """INSERT ... ON CONFLICT DO NOTHING; returns the number of rows inserted (0 = duplicate)."""
-        dialect_insert: Any
-        if self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        elif self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:  # pragma: no cover - other backends: a savepoint turns the unique violation into "duplicate"
+        if self.dialect not in ("sqlite", "postgresql"):  # pragma: no cover - a savepoint turns it into "duplicate"
             try:
                 with conn.begin_nested():
-                    return conn.execute(table.insert().values(**values)).rowcount
+                    return conn.execute(table.insert(), dict(values)).rowcount
             except sa.exc.IntegrityError:
                 return 0
-        return conn.execute(dialect_insert(table).values(**values).on_conflict_do_nothing()).rowcount
+        return conn.execute(_insert_or_skip(self.dialect, table), dict(values)).rowcount
 
     def _insert_event(self, conn: Connection, event: Mapping[str, Any], now: datetime) -> bool:
         """Store a terminal event; False when a failure of the same attempt was already stored."""
@@ -678,8 +709,10 @@ class Store:
             ).inserted_primary_key[0]  # type: ignore[index]
         )
 
-    def _resolve(self, conn: Connection, alert: Alert, now: datetime, result: RecordResult, *, by: str) -> None:
-        match = sa.or_(
+    @staticmethod
+    def _resolve_match(alert: Alert) -> Any:
+        """The open alerts a RESOLVE closes: its fingerprint, or the same rule on the same task."""
+        return sa.or_(
             alerts_table.c.open_key == alert.fingerprint,
             sa.and_(
                 alerts_table.c.dag_id == alert.dag_id,
@@ -688,7 +721,25 @@ class Store:
                 alerts_table.c.open_key.is_not(None),
             ),
         )
-        query = sa.select(alerts_table.c.id, alerts_table.c.routes).where(match)
+
+    def _any_open(self, conn: Connection, resolves: Sequence[Alert]) -> bool:
+        """Whether any of ``resolves`` would close something (the union of their :meth:`_resolve_match`)."""
+        by_task: dict[tuple[str, str | None], list[Alert]] = {}
+        for alert in resolves:
+            by_task.setdefault((alert.dag_id, alert.task_id), []).append(alert)
+        for (dag_id, task_id), alerts in by_task.items():
+            params = {
+                "fingerprints": [a.fingerprint for a in alerts],
+                "dag_id": dag_id,
+                "task_id": task_id,
+                "rules": [a.rule for a in alerts],
+            }
+            if conn.execute(_OPEN_FOR_RESOLVES, params).first() is not None:
+                return True
+        return False
+
+    def _resolve(self, conn: Connection, alert: Alert, now: datetime, result: RecordResult, *, by: str) -> None:
+        query = sa.select(alerts_table.c.id, alerts_table.c.routes).where(self._resolve_match(alert))
         if self.dialect == "postgresql":
             query = query.with_for_update()
         for row in conn.execute(query).mappings().all():

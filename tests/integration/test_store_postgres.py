@@ -211,6 +211,28 @@ def test_claim_lease_keeps_rows_from_a_second_dispatcher_until_it_expires(store_
         store.dispose()
 
 
+def test_success_resolves_only_its_task_on_postgresql(store_url: str) -> None:
+    """A success's resolve candidates close its own open alert (and queue a resolve notice), nothing else."""
+    import dataclasses
+
+    store = Store(store_url)
+    try:
+        store.record([(_alert("a", task_id="extract", try_number=1), [DELIVERY])])
+        store.record([(_alert("b", task_id="load", try_number=1), [DELIVERY])])
+        resolve = dataclasses.replace(
+            _alert("a", task_id="extract", try_number=2), kind=AlertKind.RESOLVE, data={"resolved_by": "recovered"}
+        )
+        unrelated = dataclasses.replace(resolve, fingerprint="zzz", task_id="transform", rule="task_retry")
+        result = store.record([(unrelated, []), (resolve, [])])
+        statuses = {row["task_id"]: row["status"] for row in store.list_alerts()}
+        kinds = Counter(row["kind"] for row in store.deliveries())
+    finally:
+        store.dispose()
+    assert result.resolved == 1
+    assert statuses == {"extract": "resolved", "load": "open"}
+    assert kinds == Counter({"alert": 2, "resolve": 1})
+
+
 def test_store_schema_on_postgresql_matches_head_revision(store_url: str) -> None:
     """Migrating a fresh PostgreSQL database lands on the head revision with the four tasklens tables."""
     from tasklens.store import HEAD_REVISION
