@@ -469,15 +469,15 @@ class Store:
         now = self.clock()
         result = RecordResult()
         try:
-            items = list(items)
+            batch: list[Any] = list(items)
             with self._write() as conn:
                 first_report = True
                 if event is not None:
                     first_report = self._insert_event(conn, event, now)
                 # A success proposes several resolves and usually nothing is open: one SELECT answers for all.
-                resolves = [item[0] for item in items if item[0].kind == AlertKind.RESOLVE]
+                resolves = [item[0] for item in batch if item[0].kind == AlertKind.RESOLVE]
                 anything_to_resolve = bool(resolves) and self._any_open(conn, resolves)
-                for item in items:
+                for item in batch:
                     alert, deliveries = item[0], item[1]
                     muted = bool(item[2]) if len(item) > 2 else False
                     if not first_report and alert.kind in _FAILURE_ALERT_KINDS:
