@@ -195,6 +195,12 @@ def delivery_max_age_s() -> float:
 
 
 @_cache
+def retention_days() -> float:
+    """Stored events, sent deliveries and resolved alerts older than this are deleted (0 keeps everything)."""
+    return _as_float("retention_days", 30.0)
+
+
+@_cache
 def dispatch_interval_s() -> float:
     return _as_float("dispatch_interval_s", 1.0, minimum=0.05)
 

@@ -340,7 +340,7 @@ class Dispatcher:
         self, stop: threading.Event, *, interval_s: float, on_pass: Callable[[], None] | None = None
     ) -> None:
         """Pass after pass until ``stop`` is set; never raises (errors are logged and retried next pass)."""
-        last_prune = 0.0
+        last_prune = float("-inf")  # the first pass already prunes: api-servers may restart more often than hourly
         while not stop.is_set():
             wait = interval_s
             try:
@@ -352,13 +352,23 @@ class Dispatcher:
                     wait = min(interval_s, max(0.05, (next_due - self.clock()).total_seconds()))
                 if time.monotonic() - last_prune > 3600:
                     last_prune = time.monotonic()
-                    self.store.prune(older_than=timedelta(days=30))
+                    self._housekeeping()
             except Exception as exc:
                 _STATE["last_pass_error"] = f"{type(exc).__name__}: {exc}"
                 log.warning("tasklens dispatcher pass failed; retrying in %.1fs", interval_s, exc_info=True)
             if on_pass is not None:
                 on_pass()
             stop.wait(wait)
+
+
+    def _housekeeping(self) -> None:
+        from tasklens import config
+
+        days = config.retention_days()
+        removed = self.store.prune(older_than=timedelta(days=days)) if days > 0 else 0
+        self.store.optimize()
+        if removed:
+            log.info("tasklens store: removed %d rows older than %g days (retention_days)", removed, days)
 
 
 def _iso(value: datetime) -> str:

@@ -1221,16 +1221,34 @@ class Store:
             )
 
     def prune(self, *, older_than: timedelta, now: datetime | None = None) -> int:
-        """Delete stored events and sent deliveries older than ``older_than`` (the dispatcher's housekeeping)."""
+        """Delete what is older than ``older_than``: events, sent deliveries, and resolved alerts with their
+        occurrences and deliveries (the dispatcher's housekeeping, ``retention_days``). Returns the rows deleted.
+
+        Open, acknowledged and muted alerts stay however old they are, and so does a resolved alert with a
+        message still to send (its resolve notice, say): pruning never loses a delivery.
+        """
         cutoff = (now or self.clock()) - older_than
+        a, d = alerts_table.c, deliveries_table.c
+        unsent = sa.select(d.alert_id).where(d.state.in_(("pending", "failed")))
+        old_resolved = sa.select(a.id).where(
+            a.status == Status.RESOLVED.value, a.last_seen < cutoff, a.id.not_in(unsent)
+        )
         with self._write() as conn:
+            alert_ids = list(conn.execute(old_resolved).scalars())
             removed = conn.execute(events_table.delete().where(events_table.c.ts < cutoff)).rowcount
-            removed += conn.execute(
-                deliveries_table.delete().where(
-                    deliveries_table.c.state == "sent", deliveries_table.c.sent_at < cutoff
-                )
-            ).rowcount
+            removed += conn.execute(deliveries_table.delete().where(d.state == "sent", d.sent_at < cutoff)).rowcount
+            for start in range(0, len(alert_ids), 500):  # bounded IN lists; children first, explicitly
+                chunk = alert_ids[start : start + 500]
+                removed += conn.execute(occurrences_table.delete().where(occurrences_table.c.alert_id.in_(chunk))).rowcount
+                removed += conn.execute(deliveries_table.delete().where(d.alert_id.in_(chunk))).rowcount
+                removed += conn.execute(alerts_table.delete().where(a.id.in_(chunk))).rowcount
         return int(removed)
+
+    def optimize(self) -> None:
+        """Refresh the query planner's statistics (SQLite ``PRAGMA optimize``; PostgreSQL autovacuum does it)."""
+        if self.dialect == "sqlite":
+            with self._write() as conn:  # committed: the ANALYZE it may run must not be rolled back
+                conn.exec_driver_sql("PRAGMA optimize")
 
 
 _stores: dict[tuple[str, int], Store] = {}

@@ -273,3 +273,24 @@ def test_drain_sleeps_with_the_injected_sleep(store, clock, channels):
     start = clock.now
     make_dispatcher(store, clock, channels).drain()
     assert clock.now - start == timedelta(seconds=300) and len(channels.sent) == 1
+
+
+@pytest.mark.parametrize(("retention_days", "kept"), [("30", 0), ("0", 1)])
+def test_first_pass_applies_retention_days(store, clock, channels, monkeypatch, retention_days, kept):
+    """The dispatcher prunes on its first pass (then hourly) by [tasklens] retention_days; 0 keeps everything."""
+    import threading
+
+    from tasklens import config
+
+    monkeypatch.setenv("AIRFLOW__TASKLENS__RETENTION_DAYS", retention_days)
+    config.reset()
+    alert = make_alert()
+    store.record([(alert, [])])
+    store.record([(resolve_of(alert), ())])
+    clock.advance(40 * 86400)
+    stop = threading.Event()
+    try:
+        make_dispatcher(store, clock, channels).run_forever(stop, interval_s=0.05, on_pass=stop.set)
+    finally:
+        config.reset()
+    assert len(store.list_alerts()) == kept

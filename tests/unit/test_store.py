@@ -405,3 +405,33 @@ def test_store_remembers_when_it_started_watching(tmp_path):
     assert since is not None and before <= since <= after
     created.dispose()
     assert Store(f"sqlite:///{tmp_path / 'new.db'}").watching_since() == since
+
+
+def test_prune_drops_old_resolved_alerts_and_keeps_what_still_matters(store, clock):
+    """Retention: old resolved alerts go with their occurrences and deliveries; open alerts, recent ones and a
+    resolved alert whose resolve notice is still unsent stay."""
+
+    def resolved(task_id: str, *, notice_sent: bool) -> None:
+        alert = make_alert(task_id=task_id)
+        sent = store.record([(alert, [slack()])]).queued_delivery_ids
+        notice = store.record([(resolve_of(alert), ())]).queued_delivery_ids  # to the channel that got the alert
+        store.mark_sent([c.id for c in store.claim("a", ids=sent + (notice if notice_sent else []))])
+
+    resolved("old_done", notice_sent=True)
+    resolved("old_notice_unsent", notice_sent=False)
+    store.record([(make_alert(task_id="old_open"), [slack()])])
+    store.record([], event=_failure_event("failed"))
+    clock.advance(31 * 86400)
+    resolved("recent_done", notice_sent=True)
+    occurrences_before = store.occurrence_count()
+
+    removed = store.prune(older_than=timedelta(days=30))
+
+    assert {a["task_id"] for a in store.list_alerts()} == {"old_notice_unsent", "old_open", "recent_done"}
+    assert store.occurrence_count() == occurrences_before - 1
+    assert not any(d["alert_id"] not in {a["id"] for a in store.list_alerts()} for d in store.deliveries())
+    assert store.events_for("etl", "run1", "load") == []  # the 31-day-old event
+    # the event; old_done's occurrence, alert and its two sent messages; old_notice_unsent's sent alert message
+    assert removed == 1 + (1 + 1 + 2) + 1
+    store.optimize()  # refreshes SQLite's planner statistics; must not disturb the data
+    assert len(store.list_alerts()) == 3
