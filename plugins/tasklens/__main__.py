@@ -1,6 +1,7 @@
 """The tasklens command line: ``tasklens <command>`` or ``python -m tasklens <command>``.
 
-- ``check-config``: load ``[tasklens]`` and the rules file, open the store; print OK or exactly what is wrong.
+- ``check-config``: load ``[tasklens]``, the rules file and the retry presets they name, open the store; print OK
+  or exactly what is wrong.
 - ``test-alert --channel slack|email``: send a test message through the configured connection now; on failure
   print what went wrong and exit 1.
 - ``dispatch [--once]``: run the outbox dispatcher as its own process (or one pass).
@@ -37,9 +38,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from tasklens import config
     from tasklens.exceptions import ConfigError, TasklensError
 
+    from tasklens.policy import check_retry_presets
+
     config.reset()
     try:
         ruleset = config.ruleset()
+        check_retry_presets()
         settings = {
             "store_url": _safe_url(config.store_url()),
             "slack_conn_id": config.slack_conn_id(),
@@ -49,6 +53,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             "delivery_max_age_s": config.delivery_max_age_s(),
             "dispatcher_enabled": config.dispatcher_enabled(),
             "dispatch_interval_s": config.dispatch_interval_s(),
+            "retention_days": config.retention_days(),
+            "default_retry_preset": config.default_retry_preset() or "none",
         }
     except ConfigError as exc:
         _print(f"tasklens check-config: ERROR: {exc}")

@@ -87,38 +87,36 @@ def _matches(ref: RetryPolicyRef, task: Any) -> bool:
     return not (ref.operator and not _any_glob(_operator_names(task), ref.operator))
 
 
+def check_retry_presets() -> None:
+    """Raise :class:`ConfigError` when the rules file's ``retry_policies`` or ``[tasklens] default_retry_preset``
+    name a preset that does not exist (also run by ``tasklens check-config``)."""
+    from tasklens import config, retry
+
+    ruleset = config.ruleset()
+    source = str(ruleset.source or "[tasklens] rules_file")
+    for ref in ruleset.retry_policies.values():
+        retry.check_preset_name(ref.preset, source, f"retry_policies.{ref.name}.preset")
+    default = config.default_retry_preset()
+    if default is not None:
+        retry.check_preset_name(default, "[tasklens]", "default_retry_preset", also=", none")
+
+
 def retry_preset_for(task: Any) -> tuple[str, str] | None:
     """``(where it came from, preset name)`` for ``task``: the first matching ``retry_policies`` entry
     of the rules file, else ``[tasklens] default_retry_preset``; None when neither applies.
 
     Raises :class:`ConfigError` when the rules file is invalid or names an unknown preset.
     """
-    from tasklens import config, retry
+    from tasklens import config
 
+    check_retry_presets()
     ruleset = config.ruleset()
     source = str(ruleset.source or "[tasklens] rules_file")
-    for ref in ruleset.retry_policies.values():
-        if ref.preset not in retry.PRESETS:
-            close = f"did you mean {m[0]!r}? " if (m := _close(ref.preset, retry.PRESETS)) else ""
-            raise ConfigError(source, f"retry_policies.{ref.name}.preset", f"unknown retry preset {ref.preset!r}",
-                              f"{close}use one of: {', '.join(retry.preset_names())}")
     for ref in ruleset.retry_policies.values():
         if _matches(ref, task):
             return f"{source}: retry_policies.{ref.name}", ref.preset
     default = config.default_retry_preset()
-    if default is None:
-        return None
-    if default not in retry.PRESETS:
-        close = f"did you mean {m[0]!r}? " if (m := _close(default, retry.PRESETS)) else ""
-        raise ConfigError("[tasklens]", "default_retry_preset", f"unknown retry preset {default!r}",
-                          f"{close}use one of: {', '.join(retry.preset_names())}, or none")
-    return "[tasklens] default_retry_preset", default
-
-
-def _close(name: str, names: Iterable[str]) -> list[str]:
-    import difflib
-
-    return difflib.get_close_matches(name, list(names), n=1)
+    return None if default is None else ("[tasklens] default_retry_preset", default)
 
 
 def apply_retry_preset(task: Any) -> str | None:

@@ -471,11 +471,14 @@ def preset_names() -> list[str]:
     return sorted(PRESETS)
 
 
-def _unknown_preset(name: Any, where: str = "tasklens.retry.preset", key: str = "name") -> ConfigError:
+def check_preset_name(name: Any, where: str = "tasklens.retry.preset", key: str = "name", *, also: str = "") -> None:
+    """Raise :class:`ConfigError` naming ``where``/``key``, the closest preset and the fix when ``name`` is unknown."""
+    if isinstance(name, str) and name in PRESETS:
+        return
     close = difflib.get_close_matches(str(name), PRESETS, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    return ConfigError(where, key, f"unknown retry preset {name!r}",
-                       f"{hint}use one of: {', '.join(preset_names())} (or register_preset() your own)")
+    raise ConfigError(where, key, f"unknown retry preset {name!r}",
+                      f"{hint}use one of: {', '.join(preset_names())}{also} (or register_preset() your own)")
 
 
 def preset(
@@ -495,10 +498,9 @@ def preset(
 
     Raises :class:`ConfigError` for an unknown name, an unimportable class or a negative delay.
     """
-    found = name if isinstance(name, Preset) else PRESETS.get(name)
-    if found is None:
-        raise _unknown_preset(name)
-    base = found
+    if not isinstance(name, Preset):
+        check_preset_name(name)
+    base = name if isinstance(name, Preset) else PRESETS[name]
     unknown = set(overrides) - set(TIMING_FIELDS) - {"description"}
     if unknown:
         raise ConfigError(f"retry preset {base.name!r}", ", ".join(sorted(unknown)), "unknown setting",

@@ -43,6 +43,28 @@ def test_check_config_reports_the_bad_key_and_exits_1(tmp_path, monkeypatch, cap
     assert "ERROR" in out and "rules.yml" in out and "slak" in out
 
 
+@pytest.mark.parametrize(
+    ("rules_text", "default_preset", "expected"),
+    [
+        ("retry_policies:\n  spark:\n    preset: spark_jobs\n", None, "retry_policies.spark.preset"),
+        (None, "transient_netwrk", "default_retry_preset"),
+    ],
+)
+def test_check_config_reports_an_unknown_retry_preset(tmp_path, monkeypatch, capsys, rules_text, default_preset,
+                                                      expected):
+    """A misspelt preset fails check-config before deploy (not only at DAG parse), naming the key and the fix."""
+    if rules_text is not None:
+        rules = tmp_path / "rules.yml"
+        rules.write_text(rules_text)
+        monkeypatch.setenv("AIRFLOW__TASKLENS__RULES_FILE", str(rules))
+    if default_preset is not None:
+        monkeypatch.setenv("AIRFLOW__TASKLENS__DEFAULT_RETRY_PRESET", default_preset)
+    config.reset()
+    assert main(["check-config"]) == 1
+    out = capsys.readouterr().out
+    assert "ERROR" in out and expected in out and "did you mean" in out
+
+
 def test_test_alert_slack_sends_one_message(monkeypatch, capsys):
     """test-alert --channel slack posts a test message through the configured webhook connection."""
     with SlackSink() as sink:
