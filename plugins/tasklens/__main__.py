@@ -37,7 +37,6 @@ def _safe_url(url: str) -> str:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from tasklens import config
     from tasklens.exceptions import ConfigError, TasklensError
-
     from tasklens.policy import check_retry_presets
 
     config.reset()

@@ -7,7 +7,8 @@ One pass (:meth:`Dispatcher.run_once`):
 3. groups the claimed deliveries by (channel, message kind, group_key) into one message each (a digest when it
    holds several alerts; at most ``digest_max_items`` per message);
 4. rate-limits per channel target (Slack: ``rate_limit_per_s`` of the channel, 1/s by default; a 429's
-   ``Retry-After`` blocks that channel for that long) by handing deliveries back untried;
+   ``Retry-After`` blocks that channel for that long) by handing deliveries back untried; the schedule is kept in
+   the store, so all dispatchers together keep the rate;
 5. sends; a retryable failure is retried with exponential backoff + jitter until ``max_age_s`` after the delivery
    was queued, then (or at once for a non-retryable failure) the delivery is dead: the alert is flagged
    ``undelivered`` with the last error and goes to the route's fallback channels. Nothing is dropped silently:
@@ -91,26 +92,22 @@ class DispatchReport:
 
 
 class RateLimiter:
-    """Per-channel spacing of messages: ``1 / rate`` seconds apart, and nothing before a 429's Retry-After."""
+    """Per-channel spacing of messages, ``1 / rate`` seconds apart, and nothing before a 429's Retry-After.
 
-    def __init__(self) -> None:
-        self._next_allowed: dict[str, datetime] = {}
+    The schedule lives in the store, so every dispatcher (one per api-server worker, plus ``tasklens dispatch``)
+    keeps the channel's rate together rather than each on its own.
+    """
 
-    def delay_s(self, channel: str, now: datetime) -> float:
-        allowed = self._next_allowed.get(channel)
-        return max(0.0, (allowed - now).total_seconds()) if allowed else 0.0
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
-    def sent(self, channel: str, now: datetime, rate_per_s: float) -> None:
-        if rate_per_s > 0:
-            self._block(channel, now + timedelta(seconds=1.0 / rate_per_s))
+    def take(self, channel: str, now: datetime, rate_per_s: float) -> float:
+        """0.0 when this dispatcher may send to ``channel`` now (slot taken), else seconds to wait."""
+        interval_s = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
+        return self.store.take_send_slot(channel, now=now, interval_s=interval_s)
 
     def blocked_until(self, channel: str, until: datetime) -> None:
-        self._block(channel, until)
-
-    def _block(self, channel: str, until: datetime) -> None:
-        current = self._next_allowed.get(channel)
-        if current is None or until > current:
-            self._next_allowed[channel] = until
+        self.store.block_channel(channel, until=until)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,7 +169,7 @@ class Dispatcher:
         self.channel_factory = channel_factory
         self.base_url = base_url
         self.worker = worker or worker_name()
-        self.limiter = RateLimiter()
+        self.limiter = RateLimiter(store)
         self.totals = DispatchReport()
         self.last_error_by_channel: dict[str, str] = {}
 
@@ -257,12 +254,12 @@ class Dispatcher:
             return
         ids = [m.id for m in members]
         now = self.clock()
-        wait = self.limiter.delay_s(channel, now)
+        cfg = self._config(channel, channel_type)
+        wait = self.limiter.take(channel, now, self._rate(channel, cfg))
         if wait > 0:
             self.store.release(ids, next_attempt_at=now + timedelta(seconds=wait))
             report.deferred += len(ids)
             return
-        cfg = self._config(channel, channel_type)
         try:
             snapshots = self.store.snapshots([m.alert_id for m in members], base_url=self._base_url())
             items = tuple(snapshots[m.alert_id] for m in members if m.alert_id in snapshots)
@@ -282,7 +279,6 @@ class Dispatcher:
             return
         done = self.clock()
         self.store.mark_sent(ids, now=done)
-        self.limiter.sent(channel, done, self._rate(channel, cfg))
         self.last_error_by_channel.pop(channel, None)
         report.messages_sent += 1
         report.deliveries_sent += len(ids)

@@ -53,7 +53,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The newest migration in ``tasklens/migrations/versions``; a unit test keeps the two in step.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 VERSION_TABLE = "tasklens_alembic_version"
 DELIVERY_STATES = ("pending", "sent", "failed", "dead")
 #: Delivery states that still lead to a message (the channel "got or will get" the alert).
@@ -242,6 +242,14 @@ meta_table = sa.Table(
     metadata,
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.String(200), nullable=False),
+)
+
+
+channel_slots_table = sa.Table(
+    "tasklens_channel_slots",
+    metadata,
+    sa.Column("channel", sa.String(250), primary_key=True),
+    sa.Column("next_allowed_at", UTCDateTime, nullable=False),  # no dispatcher sends to the channel before
 )
 
 
@@ -793,6 +801,38 @@ class Store:
             )
             result.queued_delivery_ids.append(
                 self._queue(conn, alert_id, "resolve", delivery, now, not_before=row["due"])
+            )
+
+    # -- channel send slots (rate limits shared by every dispatcher) ----------------------------------------------
+
+    def take_send_slot(self, channel: str, *, now: datetime, interval_s: float) -> float:
+        """Take ``channel``'s send slot: 0.0 when it is free now (the next one opens ``interval_s`` later), else the
+        seconds until it opens (nothing taken). Atomic across processes, so dispatchers together keep the rate."""
+        slot = channel_slots_table.c
+        with self._write() as conn:
+            self._insert(conn, channel_slots_table, {"channel": channel, "next_allowed_at": now})
+            query = sa.select(slot.next_allowed_at).where(slot.channel == channel)
+            if self.dialect == "postgresql":
+                query = query.with_for_update()
+            allowed = conn.execute(query).scalar_one()
+            if allowed > now:
+                return (allowed - now).total_seconds()
+            conn.execute(
+                channel_slots_table.update()
+                .where(slot.channel == channel)
+                .values(next_allowed_at=now + timedelta(seconds=max(0.0, interval_s)))
+            )
+            return 0.0
+
+    def block_channel(self, channel: str, *, until: datetime) -> None:
+        """No dispatcher sends to ``channel`` before ``until`` (a 429's Retry-After); never moves a block earlier."""
+        slot = channel_slots_table.c
+        with self._write() as conn:
+            self._insert(conn, channel_slots_table, {"channel": channel, "next_allowed_at": until})
+            conn.execute(
+                channel_slots_table.update()
+                .where(slot.channel == channel, slot.next_allowed_at < until)
+                .values(next_allowed_at=until)
             )
 
     def recent_durations(self, dag_id: str, task_id: str, *, limit: int = 50) -> tuple[float, ...]:

@@ -233,6 +233,19 @@ def test_success_resolves_only_its_task_on_postgresql(store_url: str) -> None:
     assert kinds == Counter({"alert": 2, "resolve": 1})
 
 
+def test_send_slots_on_postgresql(store_url: str) -> None:
+    """The shared rate-limit schedule works on PostgreSQL too (row lock, ON CONFLICT, timestamps round-trip)."""
+    store = Store(store_url)
+    try:
+        now = store.clock()
+        taken = [store.take_send_slot("slack", now=now, interval_s=1.0) for _ in range(2)]
+        store.block_channel("slack", until=now + timedelta(seconds=30))
+        later = store.take_send_slot("slack", now=now + timedelta(seconds=10), interval_s=1.0)
+    finally:
+        store.dispose()
+    assert taken == [0.0, 1.0] and later == 20.0
+
+
 def test_store_schema_on_postgresql_matches_head_revision(store_url: str) -> None:
     """Migrating a fresh PostgreSQL database lands on the head revision with the four tasklens tables."""
     from tasklens.store import HEAD_REVISION
@@ -243,4 +256,5 @@ def test_store_schema_on_postgresql_matches_head_revision(store_url: str) -> Non
         tables = set(sa.inspect(store.engine).get_table_names())
     finally:
         store.dispose()
-    assert {"tasklens_alerts", "tasklens_occurrences", "tasklens_deliveries", "tasklens_events"} <= tables
+    assert {"tasklens_alerts", "tasklens_occurrences", "tasklens_deliveries", "tasklens_events",
+            "tasklens_channel_slots"} <= tables

@@ -254,6 +254,30 @@ def test_two_dispatchers_never_send_a_delivery_twice(store, clock, channels):
     assert sorted(n.channel for n in channels.sent) == sorted(f"c{i}" for i in range(20))
 
 
+def test_dispatchers_keep_a_channel_rate_limit_together(store, clock, channels):
+    """One dispatcher per api-server worker: the second may not send to a channel the first just used (1 msg/s),
+    and a 429's Retry-After seen by one holds the other back too."""
+    store.record([(make_alert(run_id="r1"), [slack(group_key="g1")])])
+    store.record([(make_alert(task_id="x", run_id="r2"), [slack(group_key="g2")])])
+    first, second = make_dispatcher(store, clock, channels), make_dispatcher(store, clock, channels)
+    assert first.run_once().messages_sent == 1  # the other group is handed back untried
+    assert second.run_once().messages_sent == 0
+    clock.advance(1.0)
+    assert second.run_once().messages_sent == 1
+
+    channels.failures["slack"] = [DeliveryError("429", retryable=True, retry_after_s=30)]
+    store.record([(make_alert(task_id="y", run_id="r3"), [slack(group_key="g3")])])
+    clock.advance(1.0)
+    assert first.run_once().failed == 1
+    store.record([(make_alert(task_id="z", run_id="r4"), [slack(group_key="g4")])])  # due at once
+    clock.advance(29)
+    held_back = second.run_once()
+    assert held_back.messages_sent == 0 and held_back.deferred == 1
+    clock.advance(1)
+    second.drain()
+    assert len(channels.sent) == 4
+
+
 def test_unexpected_channel_error_is_retried_not_lost(store, clock, channels):
     """A bug in rendering (any exception) is a retryable failure, not a crash or a lost alert."""
 

@@ -345,7 +345,7 @@ def test_store_is_its_own_database_with_prefixed_tables(store):
     names = set(sa.inspect(store.engine).get_table_names())
     assert names == {
         "tasklens_alembic_version", "tasklens_alerts", "tasklens_deliveries", "tasklens_events",
-        "tasklens_occurrences", "tasklens_meta",
+        "tasklens_occurrences", "tasklens_meta", "tasklens_channel_slots",
     }
 
 
@@ -435,3 +435,15 @@ def test_prune_drops_old_resolved_alerts_and_keeps_what_still_matters(store, clo
     assert removed == 1 + (1 + 1 + 2) + 1
     store.optimize()  # refreshes SQLite's planner statistics; must not disturb the data
     assert len(store.list_alerts()) == 3
+
+
+def test_send_slots_space_one_channel_and_never_move_a_block_earlier(store, clock):
+    """take_send_slot hands out one slot per interval per channel; block_channel only pushes the slot later."""
+    now = clock.now
+    assert store.take_send_slot("slack", now=now, interval_s=1.0) == 0.0
+    assert store.take_send_slot("slack", now=now, interval_s=1.0) == 1.0  # taken: wait a second
+    assert store.take_send_slot("email", now=now, interval_s=1.0) == 0.0  # channels are independent
+    store.block_channel("slack", until=now + timedelta(seconds=30))
+    store.block_channel("slack", until=now + timedelta(seconds=5))  # an earlier Retry-After does not shorten it
+    assert store.take_send_slot("slack", now=now + timedelta(seconds=2), interval_s=1.0) == 28.0
+    assert store.take_send_slot("slack", now=now + timedelta(seconds=30), interval_s=1.0) == 0.0
