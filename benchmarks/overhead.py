@@ -4,15 +4,17 @@ Each round runs ``airflow dags test`` in a fresh subprocess, once without taskle
 removed before Airflow loads plugins) and once with it (listener, JSON Lines stream, StatsD to a
 local UDP socket, alert stage), in alternating order. The time compared is the DAG run's own
 duration as Airflow records it (``dag_run.end_date - start_date``), not CLI start-up. Prints the median ratio
-``with / without`` last as ``overhead ratio: X.XX`` (target <= 1.03). On a shared machine that wall-clock ratio
-swings by +-15 % between rounds, so it also prints two steadier views: the CPU seconds the DAG run used (both
-variants, ``time.process_time`` around ``DAG.test``) and the time spent inside tasklens' listener.
+``with / without`` last as ``overhead ratio: X.XX`` (target <= 1.03). On a shared machine that ratio swings by
++-15 % between rounds (CPU time swings with it: the host's speed varies, not just the load), so it also prints two
+steadier views: the time spent inside tasklens' listener, and a third run per round in which tasks with and without
+tasklens alternate, compared task by task (median time from one task's start to the next).
 
     python benchmarks/overhead.py [rounds]
 """
 
 from __future__ import annotations
 
+import itertools
 import socket
 import sqlite3
 import statistics
@@ -51,22 +53,18 @@ bench()
 
 # Runs ``airflow dags test`` in the subprocess; "without" removes tasklens' listener before Airflow loads plugins.
 # "with" also sums the time spent inside tasklens' listener hooks: a noise-free view of its cost.
+# "alternating:<parity>" runs tasklens for the tasks whose number has that parity only and stamps the moment each task
+# starts: the time from one task's start to the next is that task's whole cost (Airflow's and tasklens'), and
+# neighbouring tasks with and without tasklens see the same machine, whatever the other load does.
 RUNNER = """
 import atexit, sys, time
-from tasklens.plugin import TasklensPlugin  # both variants import the same modules in the same order
+import structlog
+from tasklens.plugin import TasklensPlugin  # every variant imports the same modules in the same order
 from tasklens import listener
-from airflow.sdk.definitions.dag import DAG
-run_dag = DAG.test
-def cpu_timed_test(*args, **kwargs):  # CPU seconds of the DAG run (all threads): other processes barely move it
-    start = time.process_time()
-    try:
-        return run_dag(*args, **kwargs)
-    finally:
-        print(f"DAG_RUN_CPU_SECONDS {time.process_time() - start}", file=sys.stderr)
-DAG.test = cpu_timed_test
-if sys.argv[1] == "without":
+variant = sys.argv[1]
+if variant == "without":
     TasklensPlugin.listeners = []
-else:
+elif variant == "with":
     spent = [0.0, 0]
     emit = listener._emit
     def timed_emit(*args, **kwargs):
@@ -78,6 +76,21 @@ else:
             spent[1] += 1
     listener._emit = timed_emit
     atexit.register(lambda: print(f"TASKLENS_SECONDS {spent[0]} {spent[1]}", file=sys.stderr))
+else:
+    parity = int(variant.split(":")[1])
+    starts = []
+    emit = listener._emit
+    def alternating_emit(kind, task_instance, *args, **kwargs):
+        on = int(task_instance.task_id.rsplit("_", 1)[1]) % 2 == parity
+        if kind == "running":
+            starts.append((time.perf_counter(), int(on)))
+            if not on:  # dags test runs every task in this process: drop the previous task's bound log fields
+                structlog.contextvars.unbind_contextvars(
+                    "dag_id", "task_id", "run_id", "map_index", "try_number", "tasklens_event")
+        if on:
+            return emit(kind, task_instance, *args, **kwargs)
+    listener._emit = alternating_emit
+    atexit.register(lambda: print("TASK_STARTS " + " ".join(f"{t}:{on}" for t, on in starts), file=sys.stderr))
 from airflow.__main__ import main
 sys.argv = ["airflow", "dags", "test", sys.argv[2]]
 main()
@@ -106,7 +119,18 @@ def _udp_sink() -> int:
     return int(sock.getsockname()[1])
 
 
-def _run(variant: str, home: Path, dags: Path, env: dict[str, str]) -> tuple[float, float]:
+def _per_task_ratio(stderr: str) -> float:
+    """Median time per task with tasklens over the median without, from one alternating run's task starts."""
+    line = next(line for line in stderr.splitlines() if line.startswith("TASK_STARTS "))
+    starts = sorted((float(t), on == "1") for t, on in (item.split(":") for item in line.split()[1:]))
+    spans: dict[bool, list[float]] = {True: [], False: []}
+    for (start, on), (following, _) in itertools.pairwise(starts):
+        spans[on].append(following - start)
+    return statistics.median(spans[True]) / statistics.median(spans[False])
+
+
+def _run(variant: str, home: Path, env: dict[str, str]) -> tuple[float, float | None]:
+    """Run the DAG once; its duration, and for an alternating run the per-task ratio."""
     events = home / "logs" / "tasklens" / "events.jsonl"
     before = events.read_text().count("\n") if events.exists() else 0
     result = subprocess.run(
@@ -120,18 +144,15 @@ def _run(variant: str, home: Path, dags: Path, env: dict[str, str]) -> tuple[flo
     if result.returncode != 0:
         raise SystemExit(f"{variant} run failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     seconds, state = _last_run_seconds(home)
-    cpu_seconds = float("nan")
     for line in result.stderr.splitlines():
         if line.startswith("TASKLENS_SECONDS "):
             inside, count = line.split()[1:]
             IN_TASKLENS.append((float(inside), int(count)))
-        elif line.startswith("DAG_RUN_CPU_SECONDS "):
-            cpu_seconds = float(line.split()[1])
     written = (events.read_text().count("\n") if events.exists() else 0) - before
-    expected = 0 if variant == "without" else 2 * TASKS  # running + success per task
+    expected = {"without": 0, "with": 2 * TASKS}.get(variant, TASKS)  # running + success per task with tasklens
     if written != expected or state != "success":
         raise SystemExit(f"{variant}: {written} events written (expected {expected}), run state {state}")
-    return seconds, cpu_seconds
+    return seconds, _per_task_ratio(result.stderr) if variant.startswith("alternating") else None
 
 
 def main(rounds: int) -> None:
@@ -154,20 +175,19 @@ def main(rounds: int) -> None:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
         migrate(env)
-        _run("with", home, dags, env)  # warm-up: serialises the DAG, fills OS caches
-        ratios, cpu_ratios = [], []
+        _run("with", home, env)  # warm-up: serialises the DAG, fills OS caches
+        ratios, per_task = [], []
         timings: dict[str, list[float]] = {"without": [], "with": []}
         for number in range(rounds):
             order = ("without", "with") if number % 2 == 0 else ("with", "without")
-            result = {variant: _run(variant, home, dags, env) for variant in order}
-            for variant, (seconds, _) in result.items():
+            result = {variant: _run(variant, home, env)[0] for variant in order}
+            for variant, seconds in result.items():
                 timings[variant].append(seconds)
-            (wall_with, cpu_with), (wall_without, cpu_without) = result["with"], result["without"]
-            ratios.append(wall_with / wall_without)
-            cpu_ratios.append(cpu_with / cpu_without)
+            ratios.append(result["with"] / result["without"])
+            per_task.append(_run(f"alternating:{number % 2}", home, env)[1] or float("nan"))
             print(
-                f"round {number + 1}: without {wall_without:.2f} s, with {wall_with:.2f} s, ratio {ratios[-1]:.3f}; "
-                f"CPU without {cpu_without:.2f} s, with {cpu_with:.2f} s, ratio {cpu_ratios[-1]:.3f}",
+                f"round {number + 1}: without {result['without']:.2f} s, with {result['with']:.2f} s, "
+                f"ratio {ratios[-1]:.3f}; alternating tasks in one run: ratio {per_task[-1]:.3f}",
                 flush=True,
             )
         print(f"median without: {statistics.median(timings['without']):.2f} s for {TASKS} tasks")
@@ -178,7 +198,8 @@ def main(rounds: int) -> None:
             f"time inside tasklens' listener: median {inside:.2f} s per run ({per_event:.2f} ms per event), "
             f"{inside / statistics.median(timings['without']):.1%} of the baseline run"
         )
-        print(f"CPU-time ratio of the DAG run (less sensitive to other load): {statistics.median(cpu_ratios):.3f}")
+        alternating = statistics.median(per_task)
+        print(f"per-task ratio, tasks with and without tasklens alternating in one run: {alternating:.3f}")
         print(f"overhead ratio: {statistics.median(ratios):.2f}")
 
 
