@@ -8,6 +8,7 @@ in a subprocess with the same kind of isolated home.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -15,6 +16,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -98,6 +100,11 @@ def migrate(env: Mapping[str, str], timeout: float = 180) -> None:
     home.mkdir(parents=True, exist_ok=True)
     (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(USERS))
     shutil.copyfile(_template_db(timeout), home / "airflow.db")
+    # WAL (a setting stored in the file): readers no longer block writers, as with the PostgreSQL of a real deployment.
+    # In SQLite's default rollback journal the api-server, scheduler and dag-processor writing at once could wait out
+    # the 5 s busy timeout ("database is locked" -> HTTP 500 on a trigger).
+    with contextlib.closing(sqlite3.connect(home / "airflow.db")) as db:
+        db.execute("PRAGMA journal_mode=WAL")
 
 
 def dags_test(
