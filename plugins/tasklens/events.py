@@ -135,6 +135,26 @@ def redact(value: Any) -> Any:
     return value
 
 
+def redact_strings(values: list[str]) -> list[str]:
+    """:func:`redact` for plain strings: a masker with no secret registered leaves strings as they are, so it is
+    skipped (the task process registers its secrets with the SDK's masker, servers with the core one)."""
+    for module in ("airflow.sdk._shared.secrets_masker", "airflow._shared.secrets_masker"):
+        try:
+            masker = __import__(module, fromlist=["redact"])
+        except Exception:  # noqa: S112 - an unavailable masker must not stop the event
+            continue
+        try:
+            nothing_registered = masker._secrets_masker().replacer is None
+        except Exception:  # its internals changed: mask the slow way rather than not at all
+            nothing_registered = False
+        if not nothing_registered:
+            try:
+                values = masker.redact(values)
+            except Exception:  # noqa: S112
+                continue
+    return values
+
+
 def _exception_fields(error: BaseException | str | None) -> dict[str, Any]:
     if error is None:
         return {"exception_type": None, "exception_message": None, "traceback": None}
@@ -179,12 +199,23 @@ def _duration(start: datetime | None, end: datetime | None, fallback: Any = None
     return float(fallback) if isinstance(fallback, (int, float)) else None
 
 
-def _log_url(ti: Any) -> str | None:
+# Airflow builds ``log_url`` from its config on every read (~0.15 ms); a task's running and final events share it.
+_log_urls: dict[tuple[Any, ...], str | None] = {}
+
+
+def _log_url(ti: Any, attempt: tuple[Any, ...]) -> str | None:
+    key = (type(ti).__name__, *attempt)
+    if key in _log_urls:
+        return _log_urls[key]
     try:
-        url = ti.log_url
-        return str(url) if url else None
+        raw = ti.log_url
+        url = str(raw) if raw else None
     except Exception:
         return None
+    if len(_log_urls) >= 256:  # a bounded memo: long-lived schedulers see every task instance
+        _log_urls.clear()
+    _log_urls[key] = url
+    return url
 
 
 def from_task_instance(
@@ -212,6 +243,8 @@ def from_task_instance(
     if not fields.get("pool"):
         fields["pool"] = getattr(ti, "pool", None)
     map_index = getattr(ti, "map_index", -1)
+    map_index = -1 if map_index is None else int(map_index)
+    try_number = int(getattr(ti, "try_number", None) or 1)
     next_retry_at = None
     if event == "up_for_retry":
         try:  # the retry time and the retry policy's reason; the event matters more than either
@@ -226,8 +259,8 @@ def from_task_instance(
         dag_id=str(ti.dag_id),
         task_id=str(ti.task_id),
         run_id=str(ti.run_id),
-        map_index=-1 if map_index is None else int(map_index),
-        try_number=int(getattr(ti, "try_number", None) or 1),
+        map_index=map_index,
+        try_number=try_number,
         max_tries=getattr(ti, "max_tries", None),
         state=state_name(getattr(ti, "state", None)) or event,
         previous_state=state_name(previous_state),
@@ -236,7 +269,7 @@ def from_task_instance(
         duration_s=_duration(start, end, getattr(ti, "duration", None)) if event != "running" else None,
         start_date=_iso(start),
         end_date=_iso(end) if event != "running" else None,
-        log_url=_log_url(ti),
+        log_url=_log_url(ti, (ti.dag_id, ti.task_id, ti.run_id, map_index, try_number)),
         reason=reason,
         next_retry_at=next_retry_at,
         source=source,

@@ -235,7 +235,7 @@ def _redacted_event(event: TaskEvent) -> dict[str, Any]:
     # skips the masker's per-key checks (10x cheaper than redacting the dict).
     record = event.to_dict()
     keys = [key for key, value in record.items() if isinstance(value, str)]
-    for key, value in zip(keys, events.redact([record[key] for key in keys]), strict=True):
+    for key, value in zip(keys, events.redact_strings([record[key] for key in keys]), strict=True):
         record[key] = value
     return record
 

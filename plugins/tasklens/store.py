@@ -1279,7 +1279,8 @@ class Store:
             removed += conn.execute(deliveries_table.delete().where(d.state == "sent", d.sent_at < cutoff)).rowcount
             for start in range(0, len(alert_ids), 500):  # bounded IN lists; children first, explicitly
                 chunk = alert_ids[start : start + 500]
-                removed += conn.execute(occurrences_table.delete().where(occurrences_table.c.alert_id.in_(chunk))).rowcount
+                occurrences = occurrences_table.delete().where(occurrences_table.c.alert_id.in_(chunk))
+                removed += conn.execute(occurrences).rowcount
                 removed += conn.execute(deliveries_table.delete().where(d.alert_id.in_(chunk))).rowcount
                 removed += conn.execute(alerts_table.delete().where(a.id.in_(chunk))).rowcount
         return int(removed)

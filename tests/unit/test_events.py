@@ -96,6 +96,32 @@ def test_orm_ti_without_task_uses_columns_and_survives_broken_log_url():
     assert event.source == "scheduler"
 
 
+def test_log_url_is_airflows_own_and_read_once_per_attempt():
+    """log_url comes from Airflow's RuntimeTaskInstance.log_url; a task's later events reuse it (Airflow reads its
+    config on every access), and another try gets its own."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    reads: list[int] = []
+
+    class CountingTI(SimpleNamespace):
+        @property
+        def log_url(self) -> str:
+            reads.append(self.try_number)
+            return RuntimeTaskInstance.log_url.fget(self)  # type: ignore[attr-defined]
+
+    def ti(try_number: int) -> CountingTI:
+        return CountingTI(dag_id="sales.daily", task_id="load", run_id="manual__2026 x", map_index=3,
+                          try_number=try_number)
+
+    first = events.from_task_instance("running", ti(1)).log_url
+    assert events.from_task_instance("success", ti(1)).log_url == first
+    assert reads == [1]
+    assert first is not None
+    assert first.endswith("/dags/sales.daily/runs/manual__2026%20x/tasks/load/mapped/3?try_number=1")
+    assert events.from_task_instance("running", ti(2)).log_url.endswith("try_number=2")
+    assert reads == [1, 2]
+
+
 def test_missing_fields_fall_back_to_defaults():
     """A bare object with only ids still builds an event: try 1, map_index -1, state = event kind."""
     bare = SimpleNamespace(dag_id="d", task_id="t", run_id="r", map_index=None, try_number=None)

@@ -75,14 +75,17 @@ def test_write_event_appends_one_json_line_per_event_and_creates_directories(str
     assert all(line["schema_version"] == 1 for line in read_lines(stream))
 
 
-def test_write_event_masks_registered_secrets(stream):
-    """A secret registered with Airflow's masker is replaced in every text field of the line."""
-    from airflow.sdk._shared.secrets_masker import mask_secret
-
-    mask_secret("pa55-w0rd-xyz")
-    logs.write_event(make_event(exception_message="auth failed: pa55-w0rd-xyz", reason="pa55-w0rd-xyz"))
+@pytest.mark.parametrize(
+    ("masker", "secret"),
+    [("airflow.sdk._shared.secrets_masker", "pa55-w0rd-xyz"), ("airflow._shared.secrets_masker", "c0re-s3cret-qq")],
+)
+def test_write_event_masks_registered_secrets(stream, masker, secret):
+    """A secret registered with either of Airflow's maskers (task SDK in workers, core in servers) is replaced in
+    every text field of the line."""
+    __import__(masker, fromlist=["mask_secret"]).mask_secret(secret)
+    logs.write_event(make_event(exception_message=f"auth failed: {secret}", reason=secret))
     text = stream.read_text()
-    assert "pa55-w0rd-xyz" not in text
+    assert secret not in text
     assert read_lines(stream)[0]["exception_message"] == "auth failed: ***"
 
 
