@@ -11,11 +11,9 @@ in the same run, interleaved. Prints ``event p99 ms: X.XXX`` last (target <= 1 m
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,31 +21,18 @@ from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parents[1]
 HOME = Path(tempfile.mkdtemp(prefix="tasklens-bench-latency-"))
+sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
 
-
-def _udp_sink() -> int:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-
-    def drain() -> None:
-        while True:
-            sock.recv(65535)
-
-    threading.Thread(target=drain, daemon=True).start()
-    return int(sock.getsockname()[1])
-
+from tests.integration.observability import StatsdSink  # noqa: E402
 
 os.environ.update(
     {
         "AIRFLOW_HOME": str(HOME),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
-        "AIRFLOW__METRICS__STATSD_ON": "True",
-        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
-        "AIRFLOW__METRICS__STATSD_PORT": str(_udp_sink()),
+        **StatsdSink().env(),
         "AIRFLOW__TASKLENS__EVENTS_PATH": str(HOME / "logs" / "tasklens" / "events.jsonl"),
     }
 )
-sys.path.insert(0, str(REPO / "plugins"))
 
 from tasklens import events, logs, metrics  # noqa: E402
 

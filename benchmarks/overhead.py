@@ -15,19 +15,18 @@ tasklens alternate, compared task by task (median time from one task's start to 
 from __future__ import annotations
 
 import itertools
-import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.integration.observability import StatsdSink  # noqa: E402
 from tests.integration.stack import airflow_env, migrate  # noqa: E402
 
 TASKS = 100
@@ -107,18 +106,6 @@ def _last_run_seconds(home: Path) -> tuple[float, str]:
     return (parse(end) - parse(start)).total_seconds(), state
 
 
-def _udp_sink() -> int:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-
-    def drain() -> None:
-        while True:
-            sock.recv(65535)
-
-    threading.Thread(target=drain, daemon=True).start()
-    return int(sock.getsockname()[1])
-
-
 def _per_task_ratio(stderr: str) -> float:
     """Median time per task with tasklens over the median without, from one alternating run's task starts."""
     line = next(line for line in stderr.splitlines() if line.startswith("TASK_STARTS "))
@@ -164,9 +151,7 @@ def main(rounds: int) -> None:
             home,
             dags,
             {
-                "AIRFLOW__METRICS__STATSD_ON": "True",
-                "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
-                "AIRFLOW__METRICS__STATSD_PORT": str(_udp_sink()),
+                **StatsdSink().env(),
                 "AIRFLOW__CORE__UNIT_TEST_MODE": "false",
             },
         )
