@@ -356,7 +356,6 @@ class Dispatcher:
                 on_pass()
             stop.wait(wait)
 
-
     def _housekeeping(self) -> None:
         from tasklens import config
 

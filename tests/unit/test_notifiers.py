@@ -12,16 +12,8 @@ from tasklens.store import get_store, reset_stores
 
 
 @pytest.fixture(autouse=True)
-def isolated_store(tmp_path, monkeypatch):
-    monkeypatch.setenv("AIRFLOW__TASKLENS__STORE_URL", f"sqlite:///{tmp_path / 'wiring.db'}")
-    monkeypatch.setenv("AIRFLOW__TASKLENS__EVENTS_PATH", "")
-    monkeypatch.delenv("AIRFLOW__TASKLENS__RULES_FILE", raising=False)
-    config.reset()
-    reset_stores()
-    pipeline.ERROR_COUNTS.clear()
-    yield
-    reset_stores()
-    config.reset()
+def isolated_store(alert_store):
+    return alert_store
 
 
 def failed(**kwargs) -> TaskEvent:

@@ -105,40 +105,24 @@ def test_real_stages_end_to_end(monkeypatch, tmp_path):
     config.reset()
 
 
-@pytest.fixture
-def real_store(tmp_path, monkeypatch):
-    """The real alert stage on a fresh SQLite store (built-in rules, no rules file)."""
-    from tasklens.store import get_store, reset_stores
-
-    monkeypatch.setenv("AIRFLOW__TASKLENS__STORE_URL", f"sqlite:///{tmp_path / 'alerts.db'}")
-    monkeypatch.setenv("AIRFLOW__TASKLENS__EVENTS_PATH", "")
-    monkeypatch.delenv("AIRFLOW__TASKLENS__RULES_FILE", raising=False)
-    config.reset()
-    reset_stores()
-    pipeline.ERROR_COUNTS.clear()
-    yield get_store()
-    reset_stores()
-    config.reset()
-
-
 def _task_event(event: str, task_id: str, run_id: str, duration_s: float | None = 1.0) -> TaskEvent:
     return TaskEvent(event=event, dag_id="etl", task_id=task_id, run_id=run_id, duration_s=duration_s,
                      exception_type="ValueError" if event == "failed" else None)
 
 
-def test_success_resolves_its_own_task_only(real_store):
+def test_success_resolves_its_own_task_only(alert_store):
     """One query decides whether a success has anything to resolve; it must not close another task's alert."""
     pipeline._raise_alerts(_task_event("failed", "extract", "r1"))
     pipeline._raise_alerts(_task_event("failed", "load", "r1"))
     pipeline._raise_alerts(_task_event("success", "transform", "r2"))  # nothing of its own open
-    assert {a["task_id"]: a["status"] for a in real_store.list_alerts()} == {"extract": "open", "load": "open"}
+    assert {a["task_id"]: a["status"] for a in alert_store.list_alerts()} == {"extract": "open", "load": "open"}
 
     pipeline._raise_alerts(_task_event("success", "extract", "r2"))
-    assert {a["task_id"]: a["status"] for a in real_store.list_alerts()} == {"extract": "resolved", "load": "open"}
+    assert {a["task_id"]: a["status"] for a in alert_store.list_alerts()} == {"extract": "resolved", "load": "open"}
     assert not pipeline.ERROR_COUNTS
 
 
-def test_median_rule_reads_history_only_for_runs_that_could_fire(real_store, monkeypatch):
+def test_median_rule_reads_history_only_for_runs_that_could_fire(alert_store, monkeypatch):
     """Successes shorter than the rule's min_duration (5 min built in) are stored but skip the history read."""
     from tasklens.store import Store
 
@@ -153,10 +137,10 @@ def test_median_rule_reads_history_only_for_runs_that_could_fire(real_store, mon
     for number in range(5):
         pipeline._raise_alerts(_task_event("success", "load", f"short{number}", duration_s=30.0))
     assert reads == []
-    assert original(real_store, "etl", "load") == (30.0,) * 5  # the history still grows
+    assert original(alert_store, "etl", "load") == (30.0,) * 5  # the history still grows
 
     pipeline._raise_alerts(_task_event("success", "load", "long", duration_s=400.0))  # > 3 x median, > 5 min
     assert reads == ["load"]
-    (alert,) = real_store.list_alerts()
+    (alert,) = alert_store.list_alerts()
     assert alert["rule"] == "task_duration" and alert["status"] == "open"
     assert not pipeline.ERROR_COUNTS
