@@ -42,7 +42,9 @@ __all__ = [
     "spark_master",
     "spark_shuffle_partitions",
     "spark_ui_port",
+    "spool_dir",
     "statsd_settings",
+    "store_timeout_s",
     "store_url",
     "templates_dir",
 ]
@@ -121,6 +123,22 @@ def enabled() -> bool:
 @_cache
 def store_url() -> str:
     return _get("store_url") or f"sqlite:///{airflow_home() / 'tasklens.db'}"
+
+
+@_cache
+def store_timeout_s() -> float:
+    """How long one store call may wait (lock, connection, statement) before the write is spooled instead."""
+    return _as_float("store_timeout_s", 3.0, minimum=0.1)
+
+
+@_cache
+def spool_dir() -> Path:
+    """Where writes the store could not take in time wait (next to the event stream by default)."""
+    raw = _get("spool_dir")
+    if raw:
+        return Path(raw)
+    stream = events_path()
+    return (stream.parent if stream is not None else airflow_home() / "logs" / "tasklens") / "spool"
 
 
 @_cache

@@ -392,8 +392,12 @@ _dispatcher: Dispatcher | None = None
 _lock = threading.Lock()
 
 
-def start_background_dispatcher(store: Store | None = None, *, interval_s: float | None = None) -> bool:
-    """Start the dispatcher thread of this process (idempotent). Returns True when it is running."""
+def start_background_dispatcher(
+    store: Store | None = None, *, interval_s: float | None = None, on_pass: Callable[[], None] | None = None
+) -> bool:
+    """Start the dispatcher thread of this process (idempotent). Returns True when it is running.
+
+    ``on_pass`` runs after every pass (the api-server ingests the spool there)."""
     global _thread, _stop, _dispatcher
     with _lock:
         if _thread is not None and _thread.is_alive():
@@ -412,7 +416,7 @@ def start_background_dispatcher(store: Store | None = None, *, interval_s: float
         _dispatcher = Dispatcher(store, settings=settings)
         _stop = threading.Event()
         _thread = threading.Thread(
-            target=_dispatcher.run_forever, args=(_stop,), kwargs={"interval_s": interval},
+            target=_dispatcher.run_forever, args=(_stop,), kwargs={"interval_s": interval, "on_pass": on_pass},
             name="tasklens-dispatcher", daemon=True,
         )
         _STATE.update(running=True, worker=_dispatcher.worker)

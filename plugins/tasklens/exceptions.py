@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DeliveryError", "StoreError", "TasklensError"]
+__all__ = ["ConfigError", "DeliveryError", "StoreError", "StoreNotReady", "TasklensError"]
 
 
 class TasklensError(Exception):
@@ -22,6 +22,10 @@ class ConfigError(TasklensError):
 
 class StoreError(TasklensError):
     """The alert store could not be reached or written."""
+
+
+class StoreNotReady(StoreError):
+    """The alert store's schema is not the one this tasklens needs (``tasklens db upgrade`` migrates it)."""
 
 
 class DeliveryError(TasklensError):

@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -37,7 +38,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection, Engine
 
 from tasklens.alerts import Alert, AlertKind, AlertSnapshot, Delivery, Severity, Status
-from tasklens.exceptions import StoreError
+from tasklens.exceptions import StoreError, StoreNotReady
 
 __all__ = [
     "DELIVERY_STATES",
@@ -56,6 +57,9 @@ log = logging.getLogger(__name__)
 HEAD_REVISION = "0004"
 VERSION_TABLE = "tasklens_alembic_version"
 DELIVERY_STATES = ("pending", "sent", "failed", "dead")
+#: Seconds one store call may wait for a lock, a connection or a statement (``[tasklens] store_timeout_s``).
+DEFAULT_TIMEOUT_S = 3.0
+MIGRATION_TIMEOUT_S = 600.0
 #: Delivery states that still lead to a message (the channel "got or will get" the alert).
 _LIVE_STATES = ("pending", "sent", "failed")
 _UNRESOLVED = (Status.OPEN.value, Status.ACKNOWLEDGED.value, Status.MUTED.value)
@@ -331,6 +335,23 @@ def _delivery_from_json(data: Mapping[str, Any]) -> Delivery:
     return Delivery(**kwargs)
 
 
+def _postgres_timeouts(url: sa.URL, timeout_s: float) -> dict[str, Any]:
+    """libpq settings that bound every step of a PostgreSQL call to ``timeout_s``: connecting, waiting for a
+    lock, running a statement, and a server that stops answering (keepalives, ``tcp_user_timeout``)."""
+    if url.get_backend_name() != "postgresql" or url.get_driver_name() not in ("psycopg2", "psycopg"):
+        return {}
+    timeout_ms = max(1, int(timeout_s * 1000))
+    return {
+        "connect_timeout": max(2, math.ceil(timeout_s)),  # libpq's minimum is 2 s
+        "options": f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}",
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": timeout_ms,
+    }
+
+
 def _sqlite_path(url: sa.URL) -> Path | None:
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         return None
@@ -372,10 +393,18 @@ class Store:
     ``clock`` returns the current aware UTC datetime (tests inject a fake one).
     """
 
-    def __init__(self, url: str, *, clock: Callable[[], datetime] = _utcnow, migrate: bool = True) -> None:
+    def __init__(
+        self,
+        url: str | sa.URL,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        migrate: bool = True,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
         self.url = sa.make_url(url)
         self.clock = clock
         self.dialect = self.url.get_backend_name()
+        self.timeout_s = timeout_s
         self.engine = self._create_engine()
         self._migrated = False
         self._migrate_lock = threading.Lock()
@@ -389,7 +418,10 @@ class Store:
             path = _sqlite_path(self.url)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(self.url, connect_args={"timeout": 30, "check_same_thread": False})
+            engine = sa.create_engine(
+                self.url, connect_args={"timeout": self.timeout_s, "check_same_thread": False}
+            )
+            busy_timeout_ms = int(self.timeout_s * 1000)
 
             @sa_event.listens_for(engine, "connect")
             def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -397,7 +429,8 @@ class Store:
                 # and turn concurrent writers into "database is locked" instead of waiting.
                 dbapi_connection.isolation_level = None
                 cursor = dbapi_connection.cursor()
-                cursor.execute("PRAGMA busy_timeout=30000")
+                # A locked store makes a writer wait this long, then fail (and spool): never past the time budget.
+                cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA synchronous=NORMAL")
                 cursor.execute("PRAGMA foreign_keys=ON")
@@ -410,7 +443,10 @@ class Store:
                 conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
             return engine
-        return sa.create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        return sa.create_engine(
+            self.url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_timeout=self.timeout_s,
+            connect_args=_postgres_timeouts(self.url, self.timeout_s),
+        )
 
     def _write(self) -> Any:
         return self.engine.begin()
@@ -433,6 +469,26 @@ class Store:
         except sa.exc.ProgrammingError:
             return None
 
+    def ensure_schema(self) -> None:
+        """Check once per store that the schema is at :data:`HEAD_REVISION`; raise :class:`StoreNotReady` if not.
+
+        Processes on a task's or the scheduler's path call this instead of :meth:`migrate`: a migration may
+        rewrite a table, which must never happen inside a task's time budget (``tasklens db upgrade`` and the
+        api-server's start migrate).
+        """
+        if self._migrated:
+            return
+        try:
+            revision = self.schema_revision()
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"could not read the tasklens store's schema version: {exc}") from exc
+        if revision != HEAD_REVISION:
+            raise StoreNotReady(
+                f"the tasklens store is at schema {revision or 'none'}, this tasklens needs {HEAD_REVISION}; "
+                "run `tasklens db upgrade` (the api-server also migrates when it starts)"
+            )
+        self._migrated = True
+
     def migrate(self) -> None:
         """Bring the schema to :data:`HEAD_REVISION`. Safe when several processes call it at once."""
         if self._migrated:
@@ -448,12 +504,21 @@ class Store:
             self._migrated = True
 
     def _upgrade_locked(self) -> None:
-        from alembic import command
         from alembic.config import Config
 
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-        with self._write() as conn:
+        # Migrating is not on a task's path: wait as long as another migrator or a long table rewrite needs.
+        migrator = Store(self.url, clock=self.clock, migrate=False, timeout_s=MIGRATION_TIMEOUT_S)
+        try:
+            self._upgrade_with(migrator, cfg)
+        finally:
+            migrator.dispose()
+
+    def _upgrade_with(self, migrator: Store, cfg: Any) -> None:
+        from alembic import command
+
+        with migrator._write() as conn:
             # One migrator at a time: SQLite's BEGIN IMMEDIATE holds the write lock for this whole transaction;
             # PostgreSQL takes a transaction-scoped advisory lock. Everyone else waits, then finds head applied.
             if self.dialect == "postgresql":
@@ -474,6 +539,7 @@ class Store:
         Each item is ``(alert, deliveries)`` or ``(alert, deliveries, muted)``. Returns what happened; raises
         :class:`StoreError` when the store cannot be written.
         """
+        self.ensure_schema()
         now = self.clock()
         result = RecordResult()
         try:
@@ -837,6 +903,12 @@ class Store:
 
     def recent_durations(self, dag_id: str, task_id: str, *, limit: int = 50) -> tuple[float, ...]:
         """Durations (s) of the last ``limit`` successful attempts of a task, newest first."""
+        try:
+            return self._recent_durations(dag_id, task_id, limit)
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"could not read durations from the tasklens store: {exc}") from exc
+
+    def _recent_durations(self, dag_id: str, task_id: str, limit: int) -> tuple[float, ...]:
         with self._read() as conn:
             rows = conn.execute(
                 sa.select(events_table.c.duration_s)
@@ -1296,11 +1368,14 @@ _stores: dict[tuple[str, int], Store] = {}
 _stores_lock = threading.Lock()
 
 
-def get_store(url: str | None = None) -> Store:
-    """The process's store for ``url`` (default ``config.store_url()``), migrated on first use."""
-    if url is None:
-        from tasklens import config
+def get_store(url: str | None = None, *, migrate: bool = False) -> Store:
+    """The process's store for ``url`` (default ``config.store_url()``) with ``[tasklens] store_timeout_s``.
 
+    It is not migrated unless ``migrate`` (the CLI and the api-server's start); writes check the schema instead.
+    """
+    from tasklens import config
+
+    if url is None:
         url = config.store_url()
     key = (url, os.getpid())  # a forked child must not share its parent's connections
     store = _stores.get(key)
@@ -1308,8 +1383,13 @@ def get_store(url: str | None = None) -> Store:
         with _stores_lock:
             store = _stores.get(key)
             if store is None:
-                store = Store(url)
+                try:
+                    store = Store(url, migrate=False, timeout_s=config.store_timeout_s())
+                except Exception as exc:  # a missing driver, a malformed URL: unavailable until fixed
+                    raise StoreError(f"could not open the tasklens store: {type(exc).__name__}: {exc}") from exc
                 _stores[key] = store
+    if migrate:
+        store.migrate()
     return store
 
 

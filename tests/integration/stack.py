@@ -105,6 +105,16 @@ def migrate(env: Mapping[str, str], timeout: float = 180) -> None:
     # the 5 s busy timeout ("database is locked" -> HTTP 500 on a trigger).
     with contextlib.closing(sqlite3.connect(home / "airflow.db")) as db:
         db.execute("PRAGMA journal_mode=WAL")
+    migrate_tasklens_store(env)
+
+
+def migrate_tasklens_store(env: Mapping[str, str]) -> None:
+    """What a deployment does once with ``tasklens db upgrade``: tasks and the scheduler never migrate the store."""
+    from tasklens.store import Store
+
+    url = env.get("AIRFLOW__TASKLENS__STORE_URL")
+    if url:
+        Store(url).dispose()
 
 
 def dags_test(

@@ -84,7 +84,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     monkeypatch.setenv("AIRFLOW__TASKLENS__DISPATCHER_ENABLED", "false")
     config.reset()
     reset_stores()
-    yield get_store()
+    yield get_store(migrate=True)  # as `tasklens db upgrade` would
     reset_stores()
     config.reset()
 
@@ -262,7 +262,7 @@ def test_lifespan_starts_and_stops_the_dispatcher(store: Store, monkeypatch: pyt
     calls: list[str] = []
     monkeypatch.setenv("AIRFLOW__TASKLENS__DISPATCHER_ENABLED", "true")
     config.reset()
-    monkeypatch.setattr(dispatch, "start_background_dispatcher", lambda: calls.append("start") or True)
+    monkeypatch.setattr(dispatch, "start_background_dispatcher", lambda **kw: calls.append("start") or True)
     monkeypatch.setattr(dispatch, "stop_background_dispatcher", lambda: calls.append("stop"))
     monkeypatch.setattr(reconcile, "start_background_reconciler", lambda: calls.append("reconciler") or None)
     monkeypatch.setattr(reconcile, "stop_background_reconciler", lambda: calls.append("reconciler stop"))
