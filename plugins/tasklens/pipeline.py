@@ -109,7 +109,7 @@ def _store_alerts(alerts: Any, ruleset: Any, *, event: TaskEvent | None = None,
     """Route ``alerts`` (muted routes dropped) and record them, with ``event``, in one store transaction."""
     from datetime import datetime, timezone
 
-    from tasklens import config, routing
+    from tasklens import routing
     from tasklens.alerts import AlertKind
     from tasklens.store import get_store
 
@@ -127,13 +127,7 @@ def _store_alerts(alerts: Any, ruleset: Any, *, event: TaskEvent | None = None,
             items.append((alert, deliveries, True))  # every route muted: stored as muted, nothing sent
         else:
             items.append((alert, live, False))
-    store = get_store()
-    result = store.record(items, event=event.to_dict() if event is not None else None)
-    budget = config.delivery_budget_s()
-    if budget > 0 and result.queued_delivery_ids:
-        from tasklens import dispatch
-
-        dispatch.deliver_now(store, result.queued_delivery_ids, budget_s=budget)
+    get_store().record(items, event=event.to_dict() if event is not None else None)
 
 
 _EVENT_STAGES: tuple[tuple[str, Callable[[TaskEvent], None]], ...] = (

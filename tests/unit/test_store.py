@@ -218,7 +218,7 @@ def test_sent_delivery_is_not_claimed_again(store):
     """mark_sent is final."""
     store.record([(make_alert(), [slack()])])
     claimed = store.claim("a")
-    store.mark_sent([c.id for c in claimed])
+    store.mark_sent([c.id for c in claimed], token=claimed[0].claim_token)
     assert store.claim("b") == []
     assert store.deliveries()[0]["state"] == "sent"
 
@@ -227,7 +227,9 @@ def test_failed_delivery_comes_back_at_its_next_attempt(store, clock):
     """mark_failed keeps the row and makes it due again later."""
     store.record([(make_alert(), [slack()])])
     claimed = store.claim("a")
-    store.mark_failed([claimed[0].id], error="HTTP 500", next_attempt_at=clock.now + timedelta(seconds=5))
+    store.mark_failed(
+        [claimed[0].id], token=claimed[0].claim_token, error="HTTP 500", next_attempt_at=clock.now + timedelta(seconds=5)
+    )
     assert store.claim("a") == []
     clock.advance(5)
     again = store.claim("a")
@@ -238,18 +240,21 @@ def test_dead_delivery_flags_alert_undelivered_and_queues_fallback(store):
     """Giving up never drops an alert: it is flagged with the error and goes to the fallback channel."""
     store.record([(make_alert(), [slack(fallback_channels=("email",))])])
     claimed = store.claim("a")
-    queued = store.mark_dead([claimed[0].id], error="HTTP 404", fallback=[("email", "email")])
+    queued = store.mark_dead(
+        [claimed[0].id], token=claimed[0].claim_token, error="HTTP 404", fallback=[("email", "email")]
+    ).queued
     alert = store.list_alerts()[0]
     assert alert["undelivered"] is True and "HTTP 404" in alert["last_error"]
     rows = store.deliveries()
     assert [(r["channel"], r["state"]) for r in rows] == [("slack", "dead"), ("email", "pending")]
-    assert queued == [rows[1]["id"]]
+    assert queued == (rows[1]["id"],)
 
 
 def test_replay_requeues_dead_deliveries(store):
     """tasklens replay puts dead deliveries back in the outbox and clears the undelivered flag."""
     store.record([(make_alert(), [slack()])])
-    store.mark_dead([store.claim("a")[0].id], error="down")
+    (claimed,) = store.claim("a")
+    store.mark_dead([claimed.id], token=claimed.claim_token, error="down")
     assert store.replay() == 1
     assert store.deliveries()[0]["state"] == "pending" and store.list_alerts()[0]["undelivered"] is False
 
@@ -303,7 +308,10 @@ def test_outbox_stats_report_sizes_and_last_error_per_channel(store):
     """The health endpoint's numbers: pending count and the last error of each channel, no alert content."""
     store.record([(make_alert(), [slack()]), (make_alert(task_id="b"), [slack()])])
     claimed = store.claim("a", limit=1)
-    store.mark_failed([claimed[0].id], error="HTTP 500", next_attempt_at=store.clock() + timedelta(seconds=9))
+    store.mark_failed(
+        [claimed[0].id], token=claimed[0].claim_token, error="HTTP 500",
+        next_attempt_at=store.clock() + timedelta(seconds=9),
+    )
     stats = store.outbox_stats()
     assert stats["pending"] == 2 and stats["by_state"]["failed"] == 1
     assert stats["last_error_by_channel"]["slack"]["error"] == "HTTP 500"
@@ -415,7 +423,8 @@ def test_prune_drops_old_resolved_alerts_and_keeps_what_still_matters(store, clo
         alert = make_alert(task_id=task_id)
         sent = store.record([(alert, [slack()])]).queued_delivery_ids
         notice = store.record([(resolve_of(alert), ())]).queued_delivery_ids  # to the channel that got the alert
-        store.mark_sent([c.id for c in store.claim("a", ids=sent + (notice if notice_sent else []))])
+        claimed = store.claim("a", ids=sent + (notice if notice_sent else []))
+        store.mark_sent([c.id for c in claimed], token=claimed[0].claim_token)
 
     resolved("old_done", notice_sent=True)
     resolved("old_notice_unsent", notice_sent=False)
