@@ -51,7 +51,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             "slack_conn_id": config.slack_conn_id(),
             "smtp_conn_id": config.smtp_conn_id(),
             "http_timeout_s": config.http_timeout_s(),
-            "delivery_budget_s": config.delivery_budget_s(),
             "delivery_max_age_s": config.delivery_max_age_s(),
             "dispatcher_enabled": config.dispatcher_enabled(),
             "dispatch_interval_s": config.dispatch_interval_s(),

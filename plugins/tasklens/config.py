@@ -20,7 +20,6 @@ __all__ = [
     "airflow_home",
     "base_url",
     "default_retry_preset",
-    "delivery_budget_s",
     "delivery_max_age_s",
     "dispatch_interval_s",
     "dispatcher_enabled",
@@ -192,12 +191,6 @@ def base_url() -> str:
 def http_timeout_s() -> float:
     """Timeout of every network call a channel makes."""
     return _as_float("http_timeout_s", 10.0, minimum=0.1)
-
-
-@_cache
-def delivery_budget_s() -> float:
-    """How long a task process may spend on an inline delivery attempt before leaving it to the dispatcher."""
-    return _as_float("delivery_budget_ms", 0.0) / 1000.0
 
 
 @_cache

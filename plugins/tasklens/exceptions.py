@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from tasklens.redact import redact
+
 __all__ = ["ConfigError", "DeliveryError", "StoreError", "StoreNotReady", "TasklensError"]
 
 
@@ -29,9 +33,20 @@ class StoreNotReady(StoreError):
 
 
 class DeliveryError(TasklensError):
-    """A channel could not deliver a message; ``retryable`` says whether trying again may help."""
+    """A channel could not deliver a message; ``retryable`` says whether trying again may help.
 
-    def __init__(self, message: str, *, retryable: bool = True, retry_after_s: float | None = None) -> None:
+    The message is scrubbed (:func:`tasklens.redact.redact`): no URL path or credentials, no Slack token and none
+    of ``secrets`` (pass the connection's password and host) survive into the store, the UI, health or logs.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        retry_after_s: float | None = None,
+        secrets: Iterable[str | None] = (),
+    ) -> None:
         self.retryable = retryable
         self.retry_after_s = retry_after_s
-        super().__init__(message)
+        super().__init__(redact(message, secrets))

@@ -151,7 +151,7 @@ def persist(write: Callable[[], None], op: str, payload: Mapping[str, Any], *, w
     return True
 
 
-def run_in_background(work: Callable[[], None]) -> None:
+def run_in_background(work: Callable[[], object]) -> None:
     """Queue ``work`` on the writer thread without waiting (its errors are logged, never raised)."""
 
     def guarded() -> None:

@@ -105,7 +105,8 @@ def test_replay_requeues_undelivered(capsys):
     """replay puts dead deliveries back in the outbox."""
     store = get_store(migrate=True)
     store.record([(make_alert(), [slack()])])
-    store.mark_dead([store.claim("t")[0].id], error="down")
+    (claimed,) = store.claim("t")
+    store.mark_dead([claimed.id], token=claimed.claim_token, error="down")
     assert main(["replay"]) == 0
     assert "re-queued 1" in capsys.readouterr().out and store.deliveries()[0]["state"] == "pending"
 

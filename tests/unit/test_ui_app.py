@@ -242,8 +242,8 @@ def test_health_hides_alert_content_and_reports_an_unreachable_store(
     """Health needs no user, shows the outbox and per-channel errors (first line only), 503 without a store."""
     alert_id = seed(store, title="secret title")
     claimed = store.claim("test")
-    store.mark_failed([c.id for c in claimed], error="HTTP 500 from Slack\n[parameters: ('secret title',)]",
-                      next_attempt_at=store.clock())
+    store.mark_failed([c.id for c in claimed], token=claimed[0].claim_token,
+                      error="HTTP 500 from Slack\n[parameters: ('secret title',)]", next_attempt_at=store.clock())
     body = client.get("/tasklens/health").json()
     assert body["store"]["reachable"] is True and body["outbox"]["pending"] == 1
     assert body["last_delivery_error_by_channel"]["slack"]["error"] == "HTTP 500 from Slack"
