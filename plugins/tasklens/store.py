@@ -286,7 +286,13 @@ class ClaimedDelivery:
 def _json_safe(value: Any) -> Any:
     """Round-trip through JSON so arbitrary task data (datetimes, sets, objects) never breaks a write, with every
     string valid UTF-8 (PostgreSQL's json type rejects lone surrogates)."""
-    return _clean_strings(json.loads(json.dumps(value, default=safe_text)))
+    text = json.dumps(value, default=safe_text, ensure_ascii=False)
+    try:
+        text.encode("utf-8")  # lone surrogates stay raw without ensure_ascii: this finds them
+    except UnicodeEncodeError:
+        return _clean_strings(json.loads(text))
+    # The common case costs one check; NULs are escaped, so they are looked for as text.
+    return _clean_strings(json.loads(text)) if "\\u0000" in text else json.loads(text)
 
 
 def _clean_strings(value: Any) -> Any:
