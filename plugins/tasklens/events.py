@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from tasklens.text import bounded, bounded_tail
+
 __all__ = [
     "EVENT_KINDS",
     "SCHEMA_VERSION",
@@ -31,7 +33,9 @@ Source = Literal["worker", "scheduler", "api", "callback", "reconciler", "test"]
 
 MAX_MESSAGE_CHARS = 2_000
 MAX_TRACEBACK_CHARS = 8_000
-_TRUNCATED = "…[truncated]"
+#: Any one piece of a traceback (the exception's own line, a note, a source line): a 1 MB message must not push
+#: the frames out of ``MAX_TRACEBACK_CHARS``. The message itself is in ``exception_message``.
+MAX_TRACEBACK_PART_CHARS = 1_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,26 +108,6 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat()
 
 
-def _text(value: Any, limit: int) -> str:
-    """Bounded, valid-UTF-8 text: 1 MB messages and lone surrogates are stored safely."""
-    if isinstance(value, bytes):
-        text = value.decode("utf-8", errors="replace")
-    else:
-        text = str(value)
-    text = text.encode("utf-8", errors="replace").decode("utf-8")
-    if len(text) > limit:
-        text = text[: limit - len(_TRUNCATED)] + _TRUNCATED
-    return text
-
-
-def _tail(value: str, limit: int) -> str:
-    """Keep the end of a traceback: the raising frame is what people need."""
-    value = _text(value, len(value) + 1)
-    if len(value) > limit:
-        return _TRUNCATED + value[-(limit - len(_TRUNCATED)) :]
-    return value
-
-
 def redact(value: Any) -> Any:
     """Apply Airflow's secrets maskers (task SDK and core) to ``value``."""
     for module in ("airflow.sdk._shared.secrets_masker", "airflow._shared.secrets_masker"):
@@ -155,22 +139,49 @@ def redact_strings(values: list[str]) -> list[str]:
     return values
 
 
+def _masked_message(error: BaseException | str) -> str:
+    # Cut generously first (1 MB stays cheap), mask secrets, then cut to the limit: a secret split by the first
+    # cut lies past the second.
+    return bounded(redact(bounded(error, 4 * MAX_MESSAGE_CHARS)), MAX_MESSAGE_CHARS)
+
+
+def _traceback_text(error: BaseException) -> str | None:
+    """The formatted traceback (chained exceptions included) with every piece bounded, so the frames survive a
+    huge message; its end (the raising frames) is kept when it is still too long."""
+    limit = MAX_TRACEBACK_PART_CHARS
+    parts = [
+        _bounded_part(part, 4 * limit)
+        for part in tb.TracebackException(type(error), error, error.__traceback__, compact=True).format()
+    ]
+    parts = [_bounded_part(part, limit) for part in redact_strings(parts)]
+    return bounded_tail("".join(parts), MAX_TRACEBACK_CHARS)
+
+
+def _bounded_part(part: str, limit: int) -> str:
+    """``part`` bounded, keeping its final line break so the next part starts on its own line."""
+    if len(part) <= limit:
+        return bounded(part, limit)
+    return bounded(part, limit - 1) + "\n" if part.endswith("\n") else bounded(part, limit)
+
+
 def _exception_fields(error: BaseException | str | None) -> dict[str, Any]:
+    """Type, message and traceback of ``error``; never raises, whatever ``error``'s ``__str__`` does."""
+    fields: dict[str, Any] = {"exception_type": None, "exception_message": None, "traceback": None}
     if error is None:
-        return {"exception_type": None, "exception_message": None, "traceback": None}
+        return fields
     if isinstance(error, BaseException):
-        formatted = "".join(tb.format_exception(type(error), error, error.__traceback__))
-        return {
-            "exception_type": type(error).__name__,
-            "exception_message": _text(redact(str(error)), MAX_MESSAGE_CHARS),
-            "traceback": _tail(redact(formatted), MAX_TRACEBACK_CHARS),
-        }
-    # The scheduler passes the failure reason as a string ("killed externally", ...).
-    return {
-        "exception_type": None,
-        "exception_message": _text(redact(str(error)), MAX_MESSAGE_CHARS),
-        "traceback": None,
-    }
+        fields["exception_type"] = type(error).__name__
+    try:
+        fields["exception_message"] = _masked_message(error)
+    except Exception:  # a masker failing on odd text must not lose the failure
+        fields["exception_message"] = "<exception message unavailable>"
+    if isinstance(error, BaseException):
+        try:
+            fields["traceback"] = _traceback_text(error)
+        except Exception:
+            fields["traceback"] = None
+    # The scheduler passes the failure reason as a string ("killed externally", ...): no type, no traceback.
+    return fields
 
 
 def state_name(value: Any) -> str | None:

@@ -40,6 +40,7 @@ import structlog
 from tasklens import config, events
 from tasklens._once import WarnOnce
 from tasklens.events import TaskEvent
+from tasklens.text import safe_text
 
 __all__ = [
     "BUSINESS_EVENT",
@@ -205,9 +206,10 @@ def reset() -> None:
 
 
 def _encode(record: Mapping[str, Any]) -> bytes:
-    line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
-    # Lone surrogates (bytes decoded with surrogateescape) cannot be UTF-8: replace, never fail.
-    return (line + "\n").encode("utf-8", errors="replace")
+    # Any value prints (safe_text never raises); lone surrogates (bytes decoded with surrogateescape) cannot be
+    # UTF-8, so the line is cleaned as a whole: U+FFFD, never a failed write.
+    line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=safe_text)
+    return (safe_text(line) + "\n").encode("utf-8")
 
 
 def _append(record: Mapping[str, Any]) -> None:
@@ -254,7 +256,7 @@ def write_business_event(name: str, data: Mapping[str, Any], task: TaskEvent | N
     record: dict[str, Any] = {
         "schema_version": events.SCHEMA_VERSION,
         "event": BUSINESS_EVENT,
-        "name": str(name),
+        "name": safe_text(name),
         "ts": datetime.now(timezone.utc).isoformat(),
         "dag_id": task.dag_id if task else None,
         "task_id": task.task_id if task else None,

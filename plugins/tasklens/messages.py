@@ -30,6 +30,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup, escape
 
 from tasklens.alerts import Alert, AlertKind, AlertSnapshot, Notification, Severity, Status
+from tasklens.text import TRUNCATION_MARKER, bounded, bounded_tail, safe_text
 
 __all__ = [
     "BUILTIN_TEMPLATES_DIR",
@@ -59,7 +60,6 @@ TEMPLATE_NAMES = (
     "ml_model_drift",
     "data_quality",
 )
-TRUNCATION_MARKER = "…[truncated]"
 SLACK_LIMITS: Mapping[str, int] = {
     "text": 3000,  # section / context text objects and the fallback text we send
     "header": 150,
@@ -95,34 +95,13 @@ _USE_CONFIG: Any = object()
 # --------------------------------------------------------------------------- text safety
 
 
-def _clean(value: Any) -> str:
-    """Valid UTF-8 text: lone surrogates (from undecodable bytes) become U+FFFD, NULs go."""
-    text = value if isinstance(value, str) else str(value)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        # Through UTF-16: surrogate pairs become their character, lone surrogates one U+FFFD each.
-        text = text.encode("utf-16-le", errors="surrogatepass").decode("utf-16-le", errors="replace")
-    return text.replace("\x00", "") if "\x00" in text else text
-
-
 def escape_mrkdwn(value: Any) -> str:
     """Escape Slack's control characters (``&``, ``<``, ``>``) so text shows as typed and pings nobody."""
-    return _clean(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return safe_text(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def truncate(value: Any, limit: int, marker: str = TRUNCATION_MARKER) -> str:
-    """``value`` cut to at most ``limit`` characters, ending with ``marker`` when cut."""
-    raw = value if isinstance(value, str) else str(value)
-    limit = max(limit, 0)
-    # Clean only what can survive the cut (cleaning never lengthens text): 1 MB stays cheap.
-    sliced = len(raw) > 2 * limit + 2
-    text = _clean(raw[: 2 * limit + 2] if sliced else raw)
-    if len(text) <= limit and not sliced:
-        return text
-    if limit <= len(marker):
-        return text[: max(limit, 0)]
-    return text[: limit - len(marker)] + marker
+#: Plain-text truncation, the same everywhere in tasklens (:func:`tasklens.text.bounded`).
+truncate = bounded
 
 
 _PARTIAL_ENTITY = re.compile(r"&[a-z]{0,3}$")
@@ -131,9 +110,8 @@ _PARTIAL_ENTITY = re.compile(r"&[a-z]{0,3}$")
 def truncate_mrkdwn(value: str, limit: int, marker: str = TRUNCATION_MARKER) -> str:
     """Like :func:`truncate` for escaped mrkdwn: never cuts inside ``&amp;`` or an open ``<link|...>``."""
     limit = max(limit, 0)
-    sliced = len(value) > 2 * limit + 2
-    text = _clean(value[: 2 * limit + 2] if sliced else value)
-    if len(text) <= limit and not sliced:
+    text = bounded(value, 2 * limit + 2, marker="")  # valid UTF-8, and short enough to scan
+    if len(text) <= limit:
         return text
     if limit <= len(marker):
         marker, keep = "", max(limit, 0)
@@ -153,7 +131,7 @@ def _safe_url(url: Any, base_url: str) -> str | None:
     """An absolute http(s) URL with unsafe characters percent-encoded, or None."""
     if not url:
         return None
-    text = _clean(url).strip()
+    text = safe_text(url).strip()
     if text.startswith("/"):
         text = base_url.rstrip("/") + text
     try:
@@ -168,7 +146,7 @@ def _safe_url(url: Any, base_url: str) -> str | None:
 
 def _subject_line(value: str) -> str:
     # No CR/LF (header injection) nor other control characters in a mail subject.
-    text = re.sub(r"[\x00-\x1f\x7f\u2028\u2029]+", " ", _clean(value))
+    text = re.sub(r"[\x00-\x1f\x7f\u2028\u2029]+", " ", safe_text(value))
     return truncate(re.sub(r"\s{2,}", " ", text).strip(), _SUBJECT_LIMIT, "…")
 
 
@@ -195,7 +173,7 @@ def _plain_finalize(value: Any) -> Any:
 
 def _helpers(fmt: str, base_url: str) -> dict[str, Callable[..., Any]]:
     def first_line(text: Any) -> str:
-        for line in _clean(text or "").splitlines():
+        for line in safe_text(text or "").splitlines():
             if line.strip():
                 return line.strip()
         return ""
@@ -231,17 +209,17 @@ def _helpers(fmt: str, base_url: str) -> dict[str, Callable[..., Any]]:
     elif fmt == "html":
 
         def bold(text: Any) -> Markup:  # type: ignore[misc]
-            return Markup("<strong>%s</strong>") % _clean(text) if text not in (None, "") else Markup("")
+            return Markup("<strong>%s</strong>") % safe_text(text) if text not in (None, "") else Markup("")
 
         def code(text: Any) -> Markup:  # type: ignore[misc]
-            return Markup("<code>%s</code>") % _clean(text) if text not in (None, "") else Markup("")
+            return Markup("<code>%s</code>") % safe_text(text) if text not in (None, "") else Markup("")
 
         def pre(text: Any) -> Markup:  # type: ignore[misc]
-            return Markup('<pre style="white-space:pre-wrap">%s</pre>') % _clean(text) if text else Markup("")
+            return Markup('<pre style="white-space:pre-wrap">%s</pre>') % safe_text(text) if text else Markup("")
 
         def link(url: Any, text: Any) -> Markup:  # type: ignore[misc]
             safe = _safe_url(url, base_url)
-            return Markup('<a href="%s">%s</a>') % (safe, _clean(text)) if safe else escape(_clean(text))
+            return Markup('<a href="%s">%s</a>') % (safe, safe_text(text)) if safe else escape(safe_text(text))
 
         def icon(severity: Any) -> Markup:  # type: ignore[misc]
             return Markup("[%s]") % _severity(severity).value.upper()
@@ -249,23 +227,23 @@ def _helpers(fmt: str, base_url: str) -> dict[str, Callable[..., Any]]:
     else:
 
         def bold(text: Any) -> str:  # type: ignore[misc]
-            return _clean(text) if text is not None else ""
+            return safe_text(text) if text is not None else ""
 
         def code(text: Any) -> str:  # type: ignore[misc]
-            return _clean(text) if text is not None else ""
+            return safe_text(text) if text is not None else ""
 
         def pre(text: Any) -> str:  # type: ignore[misc]
-            return "\n".join("    " + line for line in _clean(text or "").splitlines())
+            return "\n".join("    " + line for line in safe_text(text or "").splitlines())
 
         def link(url: Any, text: Any) -> str:  # type: ignore[misc]
             safe = _safe_url(url, base_url)
-            return f"{_clean(text)} ({safe})" if safe else _clean(text)
+            return f"{safe_text(text)} ({safe})" if safe else safe_text(text)
 
         def icon(severity: Any) -> str:  # type: ignore[misc]
             return f"[{_severity(severity).value.upper()}]"
 
     def num(value: Any) -> str:
-        return f"{value:g}" if isinstance(value, float) else _clean("" if value is None else value)
+        return f"{value:g}" if isinstance(value, float) else safe_text("" if value is None else value)
 
     return {
         "num": num,
@@ -365,15 +343,13 @@ def _redact(value: Any) -> Any:
 def _bounded(value: Any, limit: int, depth: int = 0) -> Any:
     if value is None or isinstance(value, (bool, int, float)):
         return value
-    if isinstance(value, str):
+    if isinstance(value, str) or depth >= 4:
         return truncate(value, limit)
-    if depth >= 4:
-        return truncate(repr(value), limit)
     if isinstance(value, Mapping):
         return {truncate(k, 200): _bounded(v, limit, depth + 1) for k, v in list(value.items())[:50]}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_bounded(v, limit, depth + 1) for v in list(value)[:50]]
-    return truncate(str(value), limit)
+    return truncate(value, limit)
 
 
 def _text_field(value: Any, limit: int = _FIELD_LIMIT) -> str | None:
@@ -381,6 +357,13 @@ def _text_field(value: Any, limit: int = _FIELD_LIMIT) -> str | None:
         return None
     # Cut generously first (cheap on 1 MB), mask secrets, then cut to the real limit.
     return truncate(_redact(truncate(value, limit * 4)), limit)
+
+
+def _traceback_field(value: Any) -> str | None:
+    """Like :func:`_text_field` but keeps the end of a traceback: the raising frames and the exception."""
+    if value is None:
+        return None
+    return bounded_tail(_redact(bounded_tail(value, _TRACEBACK_LIMIT * 4)), _TRACEBACK_LIMIT)
 
 
 def _alert_view(alert: Alert) -> dict[str, Any]:
@@ -404,7 +387,7 @@ def _alert_view(alert: Alert) -> dict[str, Any]:
     return {
         "title": _text_field(alert.title, 500) or "",
         "summary": _text_field(alert.summary, 1000) or "",
-        "rule": _clean(alert.rule),
+        "rule": safe_text(alert.rule),
         "kind": alert.kind.value,
         "severity": alert.severity.value,
         "dag_id": _text_field(alert.dag_id, 250) or "",
@@ -418,12 +401,12 @@ def _alert_view(alert: Alert) -> dict[str, Any]:
         "exception_type": _text_field(alert.exception_type, 250),
         "exception_message": message,
         "exception_first_line": first,
-        "traceback": _text_field(traceback, _TRACEBACK_LIMIT) if traceback else None,
+        "traceback": _traceback_field(traceback) if traceback else None,
         "log_url": alert.log_url,
         "template": alert.template,
         "labels": _redact(_bounded(dict(alert.labels or {}), 500)),
         "data": view_data,
-        "occurred_at": _clean(alert.occurred_at),
+        "occurred_at": safe_text(alert.occurred_at),
     }
 
 
@@ -433,8 +416,8 @@ def _item_view(snapshot: AlertSnapshot, base_url: str) -> dict[str, Any]:
         "alert": _alert_view(snapshot.alert),
         "status": snapshot.status.value if isinstance(snapshot.status, Status) else str(snapshot.status),
         "occurrences": snapshot.occurrences,
-        "first_seen": _clean(snapshot.first_seen),
-        "last_seen": _clean(snapshot.last_seen),
+        "first_seen": safe_text(snapshot.first_seen),
+        "last_seen": safe_text(snapshot.last_seen),
         "alert_url": _safe_url(snapshot.alert_url, base_url),
         "log_url": _safe_url(snapshot.alert.log_url, base_url),
         "severity": snapshot.alert.severity,

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from airflow.sdk.definitions.retry_policy import RetryAction, RetryDecision, RetryPolicy
 
 from tasklens.exceptions import ConfigError
+from tasklens.text import bounded
 
 if TYPE_CHECKING:
     import tenacity
@@ -795,7 +796,7 @@ def call(
         def error_fields(state: tenacity.RetryCallState) -> dict[str, Any]:
             error = state.outcome.exception() if state.outcome is not None else None
             return {"attempt": state.attempt_number, "max_attempts": attempts,
-                    "exception_type": type(error).__name__, "exception_message": str(error)[:500]}
+                    "exception_type": type(error).__name__, "exception_message": bounded(error, 500)}
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             upcoming = getattr(state, "upcoming_sleep", None)

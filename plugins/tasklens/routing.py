@@ -15,8 +15,12 @@ from urllib.parse import quote
 
 from tasklens.alerts import Alert, AlertKind, Delivery
 from tasklens.ruleset import Route, RouteMatch, Ruleset
+from tasklens.text import fit_key
 
-__all__ = ["group_key", "is_muted", "matches", "route"]
+__all__ = ["GROUP_KEY_CHARS", "group_key", "is_muted", "matches", "route"]
+
+#: Longest group key: the store's ``tasklens_deliveries.group_key`` column (VARCHAR(500)).
+GROUP_KEY_CHARS = 500
 
 
 def _globs(value: str | None, patterns: Iterable[str]) -> bool:
@@ -73,7 +77,9 @@ def group_key(alert: Alert, route: Route | str, group_by: Iterable[str] | None =
     """The key alerts are grouped by within ``group_wait`` (e.g. one digest per DAG run).
 
     ``route=<name>;dag_id=<v>;run_id=<v>`` with values percent-encoded, so distinct values
-    never collide. Unknown fields are looked up in the alert's labels.
+    never collide. Unknown fields are looked up in the alert's labels. A key longer than
+    :data:`GROUP_KEY_CHARS` (long non-ASCII ids encode to 9 characters each) keeps its head
+    plus a hash of the whole key, so it still fits the store and stays distinct.
     """
     name = route if isinstance(route, str) else route.name
     fields = tuple(group_by) if group_by is not None else (() if isinstance(route, str) else route.group_by)
@@ -84,7 +90,7 @@ def group_key(alert: Alert, route: Route | str, group_by: Iterable[str] | None =
         else:
             value = _field(alert, field if field.startswith("labels.") else f"labels.{field}")
         parts.append(f"{_quote(field)}={_quote(value)}")
-    return ";".join(parts)
+    return fit_key(";".join(parts), GROUP_KEY_CHARS)
 
 
 def route(alert: Alert, ruleset: Ruleset) -> list[Delivery]:

@@ -27,6 +27,7 @@ from tasklens.alerts import Alert, AlertKind, Severity, fingerprint
 from tasklens.events import TaskEvent
 from tasklens.exceptions import ConfigError
 from tasklens.ruleset import _TEMPLATE_NAME, METRIC_OPS, Rule, RuleMatch, Ruleset
+from tasklens.text import bounded
 
 __all__ = [
     "Condition",
@@ -245,18 +246,13 @@ def _bounded(value: Any, depth: int = 0) -> Any:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    if isinstance(value, str):
-        text = value.encode("utf-8", errors="replace").decode("utf-8")
-        return text if len(text) <= _MAX_DATA_STRING else text[: _MAX_DATA_STRING - 1] + "…"
-    if depth >= 4:
-        return _bounded(repr(value), depth)
+    if isinstance(value, (str, bytes)) or depth >= 4:
+        return bounded(value, _MAX_DATA_STRING, "…")
     if isinstance(value, Mapping):
-        return {str(_bounded(k, depth + 1)): _bounded(v, depth + 1) for k, v in list(value.items())[:50]}
+        return {bounded(k, _MAX_DATA_STRING, "…"): _bounded(v, depth + 1) for k, v in list(value.items())[:50]}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_bounded(v, depth + 1) for v in list(value)[:50]]
-    return _bounded(str(value), depth)
+    return bounded(value, _MAX_DATA_STRING, "…")  # any object, even one whose __str__ raises
 
 
 def _redacted(value: Any) -> Any:

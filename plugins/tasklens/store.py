@@ -39,6 +39,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from tasklens.alerts import Alert, AlertKind, AlertSnapshot, Delivery, Severity, Status
 from tasklens.exceptions import StoreError, StoreNotReady
+from tasklens.text import bounded as _bounded
+from tasklens.text import fit_key, safe_text
 
 __all__ = [
     "DELIVERY_STATES",
@@ -73,7 +75,6 @@ MAX_TITLE = 500
 MAX_SUMMARY = 4_000
 MAX_EXCEPTION_MESSAGE = 2_000
 MAX_ERROR = 2_000
-_TRUNCATED = "…[truncated]"
 
 
 def _utcnow() -> datetime:
@@ -299,18 +300,53 @@ class MarkResult:
     queued: tuple[int, ...] = ()  # mark_dead: deliveries queued to fallback channels
 
 
-def _bounded(value: Any, limit: int) -> str | None:
-    if value is None:
-        return None
-    text = str(value).encode("utf-8", errors="replace").decode("utf-8")
-    if len(text) > limit:
-        text = text[: limit - len(_TRUNCATED)] + _TRUNCATED
-    return text
-
-
 def _json_safe(value: Any) -> Any:
-    """Round-trip through JSON so arbitrary task data (datetimes, sets, objects) never breaks a write."""
-    return json.loads(json.dumps(value, default=str))
+    """Round-trip through JSON so arbitrary task data (datetimes, sets, objects) never breaks a write, with every
+    string valid UTF-8 (PostgreSQL's json type rejects lone surrogates)."""
+    text = json.dumps(value, default=safe_text, ensure_ascii=False)
+    try:
+        text.encode("utf-8")  # lone surrogates stay raw without ensure_ascii: this finds them
+    except UnicodeEncodeError:
+        return _clean_strings(json.loads(text))
+    # The common case costs one check; NULs are escaped, so they are looked for as text.
+    return _clean_strings(json.loads(text)) if "\\u0000" in text else json.loads(text)
+
+
+def _clean_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, dict):
+        return {safe_text(key): _clean_strings(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_clean_strings(item) for item in value]
+    return value
+
+
+def _column_chars(table: sa.Table, *names: str) -> dict[str, int]:
+    return {name: int(table.c[name].type.length) for name in names}  # type: ignore[attr-defined]
+
+
+_ALERT_KEY_CHARS = _column_chars(alerts_table, "fingerprint", "rule", "dag_id", "task_id", "run_id", "template")
+_EVENT_KEY_CHARS = _column_chars(events_table, "dag_id", "task_id", "run_id")
+_DELIVERY_KEY_CHARS = _column_chars(deliveries_table, "route", "channel", "channel_type", "group_key")
+_DISCRIMINATOR_CHARS = int(occurrences_table.c.discriminator.type.length)  # type: ignore[attr-defined]
+_OCCURRED_AT_CHARS = int(occurrences_table.c.occurred_at.type.length)  # type: ignore[attr-defined]
+
+
+def _fitted_alert(alert: Alert) -> Alert:
+    """``alert`` with every key fitted to its column (PostgreSQL's VARCHAR(n) rejects longer values): too long a
+    key keeps its head plus a hash, so distinct ids stay distinct and the same id always maps to the same key."""
+    keys = {name: fit_key(getattr(alert, name), limit) for name, limit in _ALERT_KEY_CHARS.items()}
+    if all(value is getattr(alert, name) for name, value in keys.items()):
+        return alert  # the common case: nothing to change
+    return dataclasses.replace(alert, **keys)
+
+
+def _fitted_delivery(delivery: Delivery) -> Delivery:
+    keys = {name: fit_key(getattr(delivery, name), limit) for name, limit in _DELIVERY_KEY_CHARS.items()}
+    if all(value is getattr(delivery, name) for name, value in keys.items()):
+        return delivery
+    return dataclasses.replace(delivery, **keys)
 
 
 def _parse_ts(value: Any) -> datetime | None:
@@ -329,8 +365,8 @@ def _discriminator(alert: Alert) -> str:
     if alert.kind != AlertKind.CUSTOM:
         return ""
     if alert.run_id in (None, "unknown"):  # raised outside a task: no attempt identity, every call counts
-        return f"{alert.fingerprint}@{alert.occurred_at}"[:80]
-    return alert.fingerprint
+        return fit_key(f"{alert.fingerprint}@{alert.occurred_at}", _DISCRIMINATOR_CHARS)
+    return fit_key(alert.fingerprint, _DISCRIMINATOR_CHARS)
 
 
 def _delivery_to_json(delivery: Delivery) -> dict[str, Any]:
@@ -556,7 +592,7 @@ class Store:
         now = self.clock()
         result = RecordResult()
         try:
-            batch: list[Any] = list(items)
+            batch: list[Any] = [(_fitted_alert(item[0]), *item[1:]) for item in items]
             with self._write() as conn:
                 first_report = True
                 if event is not None:
@@ -601,9 +637,7 @@ class Store:
             conn,
             events_table,
             {
-                "dag_id": str(event["dag_id"]),
-                "task_id": str(event["task_id"]),
-                "run_id": str(event["run_id"]),
+                **{name: fit_key(event[name], limit) for name, limit in _EVENT_KEY_CHARS.items()},
                 "map_index": int(event.get("map_index", -1)),
                 "try_number": int(event.get("try_number") or 1),
                 "event": str(event["event"]),
@@ -662,7 +696,7 @@ class Store:
             "max_tries": alert.max_tries,
             "exception_type": _bounded(alert.exception_type, 250),
             "exception_message": _bounded(alert.exception_message, MAX_EXCEPTION_MESSAGE),
-            "log_url": alert.log_url,
+            "log_url": None if alert.log_url is None else safe_text(alert.log_url),
             "template": alert.template,
             "labels": _json_safe(dict(alert.labels)),
             "data": _json_safe(dict(alert.data)),
@@ -732,7 +766,7 @@ class Store:
                 "run_id": alert.run_id,
                 "map_index": alert.map_index,
                 "try_number": alert.try_number,
-                "occurred_at": str(alert.occurred_at),
+                "occurred_at": _bounded(alert.occurred_at, _OCCURRED_AT_CHARS, marker=""),
                 "recorded_at": now,
                 "exception_type": _bounded(alert.exception_type, 250),
                 "exception_message": _bounded(alert.exception_message, MAX_EXCEPTION_MESSAGE),
@@ -762,6 +796,7 @@ class Store:
         not_before: datetime | None = None,
     ) -> int:
         """Add one outbox row. A fresh row joins the pending batch of its (channel, group_key) if one is waiting."""
+        delivery = _fitted_delivery(delivery)
         due = now + timedelta(seconds=max(0.0, delivery.group_wait_s))
         if delivery.group_wait_s > 0:
             waiting = conn.execute(
@@ -838,7 +873,8 @@ class Store:
         conn.execute(
             alerts_table.update()
             .where(alerts_table.c.id == alert_id)
-            .values(status=Status.RESOLVED.value, open_key=None, resolved_at=now, resolved_by=by, last_seen=now)
+            .values(status=Status.RESOLVED.value, open_key=None, resolved_at=now, resolved_by=_bounded(by, 250),
+                    last_seen=now)
         )
         result.resolved += 1
         result.alert_ids.append(alert_id)

@@ -130,27 +130,101 @@ def test_missing_fields_fall_back_to_defaults():
     assert event.hostname  # falls back to this machine's name
 
 
-def test_exception_text_is_bounded_and_traceback_keeps_its_end():
-    """A 1 MB message is cut to MAX_MESSAGE_CHARS and a long traceback keeps the raising frame."""
+def _load_orders(message: str) -> None:
+    raise ValueError(message)
+
+
+def _run_task(message: str) -> None:
     try:
-        raise ValueError("x" * 1_000_000)
+        _load_orders(message)
     except ValueError as exc:
-        error = exc
+        raise RuntimeError("task failed: " + message) from exc
+
+
+def _raised(func, *args) -> BaseException:
+    try:
+        func(*args)
+    except BaseException as exc:
+        return exc
+    raise AssertionError("did not raise")
+
+
+def test_megabyte_message_is_bounded_and_the_traceback_keeps_its_frames():
+    """A 1 MB message is cut to MAX_MESSAGE_CHARS; the traceback keeps every frame of both chained exceptions
+    (not only the head of the message), each message line bounded, and ends with the raising exception."""
+    error = _raised(_run_task, "x" * 1_000_000)
     event = events.from_task_instance("failed", RuntimeTaskInstance(), error=error)
-    assert event.exception_type == "ValueError"
+    assert event.exception_type == "RuntimeError"
     assert len(event.exception_message) == MAX_MESSAGE_CHARS
-    assert event.exception_message.endswith("[truncated]")
+    assert event.exception_message.startswith("task failed: xxx") and event.exception_message.endswith("[truncated]")
     assert len(event.traceback) <= MAX_TRACEBACK_CHARS
-    assert event.traceback.rstrip().endswith("x")  # the tail, where the message and raising frame are
+    for frame in ("in _raised", "in _run_task", "in _load_orders", "raise ValueError(message)"):
+        assert frame in event.traceback
+    assert "The above exception was the direct cause" in event.traceback
+    assert "\nValueError: xxx" in event.traceback and "\nRuntimeError: task failed: xxx" in event.traceback
+    longest_line = max(len(line) for line in event.traceback.splitlines())
+    assert longest_line <= events.MAX_TRACEBACK_PART_CHARS
+
+
+def test_long_traceback_keeps_the_raising_frames():
+    """A traceback longer than MAX_TRACEBACK_CHARS (a long exception chain) keeps its end: the innermost frames
+    and the exception that failed the task."""
+
+    def chain(depth: int) -> None:
+        if depth == 0:
+            raise KeyError("first " + "y" * 300)
+        try:
+            chain(depth - 1)
+        except KeyError as exc:
+            raise KeyError(f"level {depth} " + "y" * 300) from exc
+
+    error = _raised(chain, 60)
+    event = events.from_task_instance("failed", RuntimeTaskInstance(), error=error)
+    assert len(event.traceback) == MAX_TRACEBACK_CHARS
+    assert event.traceback.startswith("…[truncated]")
+    assert "first yyy" not in event.traceback
+    assert event.traceback.endswith(f"KeyError: 'level 60 {'y' * 300}'\n")
+    assert 'raise KeyError(f"level {depth} " + "y" * 300) from exc' in event.traceback[-1000:]
+
+
+class StrRaises(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ exploded")
+
+
+class StrAndReprRaise(StrRaises):
+    def __repr__(self) -> str:
+        raise RuntimeError("__repr__ exploded")
+
+
+@pytest.mark.parametrize("error_type", [StrRaises, StrAndReprRaise])
+def test_exception_whose_str_raises_still_builds_an_event(error_type):
+    """An exception whose ``__str__`` (and ``__repr__``) raises still gives a failure event with its type, a
+    stand-in message and the traceback's frames, from the listener and from a callback context."""
+    error = _raised(_raise, error_type("boom"))
+    for event in (
+        events.from_task_instance("failed", RuntimeTaskInstance(), error=error),
+        events.from_context("failed", {"ti": RuntimeTaskInstance(), "exception": error}),
+    ):
+        assert event.exception_type == error_type.__name__
+        assert event.exception_message in ("StrRaises('boom')", "<unprintable StrAndReprRaise>")
+        assert "in _raise" in event.traceback and error_type.__name__ in event.traceback
+        json.dumps(event.to_dict())
+
+
+def _raise(error: BaseException) -> None:
+    raise error
 
 
 def test_invalid_utf8_in_exception_text_is_replaced():
-    """Lone surrogates and undecodable bytes in a message become valid UTF-8 that serialises to JSON."""
-    error = RuntimeError(b"\xff\xfe bad bytes".decode("utf-8", errors="surrogateescape"))
+    """Lone surrogates, undecodable bytes and NULs in a message become valid UTF-8 (U+FFFD) in the message and the
+    traceback, and the event serialises to JSON."""
+    undecodable = b"\xff\xfe bad bytes".decode("utf-8", errors="surrogateescape")
+    error = _raised(_raise, RuntimeError(undecodable + "\ud800\x00"))
     event = events.from_task_instance("failed", RuntimeTaskInstance(), error=error)
-    event.exception_message.encode("utf-8")  # would raise on a lone surrogate
-    assert "bad bytes" in event.exception_message
-    json.loads(json.dumps(event.to_dict(), ensure_ascii=False))
+    assert event.exception_message == "\ufffd\ufffd bad bytes\ufffd"
+    assert event.traceback.endswith("RuntimeError: \ufffd\ufffd bad bytes\ufffd\n")
+    json.dumps(event.to_dict(), ensure_ascii=False).encode("utf-8")  # would raise on a lone surrogate
 
 
 def test_registered_secret_is_masked_in_message_and_traceback():

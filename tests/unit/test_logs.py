@@ -90,9 +90,28 @@ def test_write_event_masks_registered_secrets(stream, masker, secret):
 
 
 def test_lone_surrogates_do_not_break_the_line(stream):
-    """Text that is not valid UTF-8 is replaced, and the line still parses."""
-    logs.write_event(make_event(exception_message="bad \udcff byte"))
-    assert read_lines(stream)[0]["exception_message"] == "bad ? byte"
+    """Text that is not valid UTF-8 (lone surrogates, undecodable bytes) becomes U+FFFD; every line is valid UTF-8
+    and parses."""
+    undecodable = b"\xff\xfe".decode("utf-8", errors="surrogateescape")
+    logs.write_event(make_event(exception_message="bad \udcff byte", traceback=f"File {undecodable}\ud800"))
+    logs.write_business_event("rows\ud800", {"path": undecodable}, None)
+    raw = stream.read_bytes()
+    raw.decode("utf-8")  # strict: raises on an invalid byte
+    event, business = read_lines(stream)
+    assert event["exception_message"] == "bad \ufffd byte" and event["traceback"] == "File \ufffd\ufffd\ufffd"
+    assert business["name"] == "rows\ufffd" and business["data"] == {"path": "\ufffd\ufffd"}
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ exploded")
+
+
+def test_business_event_with_an_unprintable_value_is_still_streamed(stream):
+    """A business-event value whose ``__str__`` raises is written (as its repr), not dropped."""
+    logs.write_business_event("odd", {"value": Unprintable(), "rows": 3}, None)
+    [line] = read_lines(stream)
+    assert line["data"]["rows"] == 3 and line["data"]["value"].startswith("<tests.unit.test_logs.Unprintable object")
 
 
 def test_empty_events_path_turns_the_stream_off(tmp_path, monkeypatch):

@@ -383,3 +383,34 @@ def test_empty_notification():
     payload = slack(Notification(kind="alert", channel="slack", items=()))
     assert payload["blocks"][0]["type"] == "header"
     assert email(Notification(kind="alert", channel="email", items=()))[0].startswith("[tasklens] INFO")
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ exploded")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("__repr__ exploded")
+
+
+def test_unprintable_values_still_render():
+    """Data whose ``__str__`` and ``__repr__`` raise (custom alert data, an exception object) still renders in Slack
+    and email, shown as a stand-in."""
+    alert = failure(kind=AlertKind.CUSTOM, data={"check": Unprintable(), "nested": {"deep": [Unprintable()]}})
+    payload = slack(note(alert))
+    _, html, text = email(note(alert))
+    assert "check*: &lt;unprintable Unprintable&gt;" in payload["blocks"][1]["text"]["text"]
+    assert "&lt;unprintable Unprintable&gt;" in html and "check: <unprintable Unprintable>" in text
+    json.dumps(payload, ensure_ascii=False).encode("utf-8")
+
+
+def test_traceback_in_email_keeps_its_raising_frames():
+    """A traceback longer than the message limit shows its end (the raising frame and the exception), not its
+    outermost frames."""
+    outer = "".join(f'  File "/dags/etl.py", line {n}, in step_{n}\n    step_{n + 1}()\n' for n in range(200))
+    traceback = f'Traceback (most recent call last):\n{outer}  File "/dags/etl.py", line 999, in load_orders\n' \
+        "    raise ValueError('boom')\nValueError: boom\n"
+    _, html, text = email(note(failure(data={"traceback": traceback})))
+    for part in (html, text):
+        assert "in load_orders" in part and "ValueError: boom" in part and "in step_199" in part
+        assert "in step_0\n" not in part and "…[truncated]" in part

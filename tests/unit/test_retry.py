@@ -343,6 +343,28 @@ def test_call_gives_up_with_the_original_exception():
     assert [e["event"] for e in logs].count("retry_gave_up") == 1
 
 
+class UnprintableConnectionError(ConnectionError):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ exploded")
+
+
+def test_call_retries_an_exception_whose_str_raises():
+    """Logging a retried exception whose ``__str__`` raises neither breaks the call nor hides the exception: the
+    attempt is logged with a stand-in message, the retry happens, and the last such exception is raised as is."""
+    fake = FakeTime()
+    errors = [UnprintableConnectionError("down"), UnprintableConnectionError("still down")]
+
+    @retry.call(attempts=2, sleep=fake.sleep, clock=fake.clock)
+    def fetch():
+        raise errors[len(fake.sleeps)]
+
+    with structlog.testing.capture_logs() as logs, pytest.raises(UnprintableConnectionError) as raised:
+        fetch()
+    assert raised.value is errors[1] and len(fake.sleeps) == 1
+    (attempt,) = [entry for entry in logs if entry["event"] == "retry_attempt"]
+    assert attempt["exception_message"] == "UnprintableConnectionError('down')"
+
+
 def test_call_does_not_retry_what_the_preset_fails_fast():
     """A 404 or ValueError is raised after one attempt: retrying cannot fix it."""
     fake = FakeTime()

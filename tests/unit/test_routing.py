@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import pytest
 
 from tasklens.alerts import Alert, AlertKind, Delivery, Severity
-from tasklens.routing import group_key, is_muted, matches, route
+from tasklens.routing import GROUP_KEY_CHARS, group_key, is_muted, matches, route
 from tasklens.ruleset import load_ruleset
 
 CONNS = {"slack_conn_id": "s", "smtp_conn_id": "e"}
@@ -193,3 +193,16 @@ def test_group_key_is_readable():
     """Group keys name the route and the grouped values so they can be read in the store."""
     key = group_key(alert(), load_ruleset(None, **CONNS).routes[0])
     assert re.fullmatch(r"route=critical;dag_id=etl;run_id=r1", key)
+
+
+def test_group_key_of_long_non_ascii_ids_fits_the_store_and_stays_distinct():
+    """250-character CJK dag and task ids percent-encode to 2,250 characters each: the key is cut to the store's
+    500 with a hash of the whole key, so it stays stable, and two runs differing only at the end get two keys."""
+    dag_id, task_id = "数据管道" * 62 + "日次", "任务" * 125
+    ruleset = load_ruleset(None, **CONNS)
+    runs = ["manual__" + "r" * 300 + "-1", "manual__" + "r" * 300 + "-2"]
+    keys = [route(alert(dag_id=dag_id, task_id=task_id, run_id=run), ruleset)[0].group_key for run in runs]
+    assert all(len(key) <= GROUP_KEY_CHARS for key in keys)
+    assert keys[0] != keys[1] and all(key.startswith("route=critical;dag_id=%E6%95%B0") for key in keys)
+    assert keys[0] == route(alert(dag_id=dag_id, task_id=task_id, run_id=runs[0]), ruleset)[0].group_key
+    assert group_key(alert(), "x", ("dag_id",)) == "route=x;dag_id=etl"  # short keys stay readable

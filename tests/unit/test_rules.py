@@ -313,6 +313,23 @@ def test_custom_alert_data_is_bounded_and_json_friendly(ruleset):
     assert len(alert.data["blob"]) <= 4000
 
 
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ exploded")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("__repr__ exploded")
+
+
+def test_custom_alert_data_that_cannot_be_printed_is_kept_as_a_stand_in(ruleset):
+    """tasklens.alert(...) with a value whose __str__ and __repr__ raise still gives the alert (the value shows as
+    ``<unprintable ...>``); surrogates in data become U+FFFD."""
+    alert = custom_alert("Odd data", "warning", None, {"value": _Unprintable(), "path": "\udcff", "deep": [[[[[1]]]]]},
+                         event("running"), ruleset)
+    assert alert.data["value"] == "<unprintable _Unprintable>" and alert.data["path"] == "\ufffd"
+    assert alert.data["deep"] == [[["[[1]]"]]]  # cut at depth 4, as text
+
+
 def test_combinators():
     """Conditions combine with &, | and ~ in the tenacity style."""
     failed_late = on_event("failed") & after_attempt(2)

@@ -296,6 +296,80 @@ def test_long_exception_message_is_bounded(store):
     assert len(stored) == store_module.MAX_EXCEPTION_MESSAGE and stored.endswith("…[truncated]")
 
 
+LONG_DAG = "数据管道" * 62 + "日次"  # 250 characters: the longest dag_id Airflow allows, all of them \w
+LONG_TASK = "任务" * 125
+
+
+def assert_every_value_fits_its_column(store: Store) -> None:
+    """Every stored string fits its VARCHAR(n) in characters (what PostgreSQL enforces) and is valid UTF-8."""
+    with store.engine.connect() as conn:
+        for table in store_module.metadata.sorted_tables:
+            limits = {c.name: c.type.length for c in table.columns if isinstance(c.type, sa.String) and c.type.length}
+            for row in conn.execute(sa.select(table)).mappings():
+                for name, limit in limits.items():
+                    value = row[name]
+                    if value is not None:
+                        assert len(value) <= limit, (table.name, name, len(value), limit)
+                        value.encode("utf-8")
+
+
+def test_long_ids_keys_and_names_fit_their_columns_and_stay_distinct(store):
+    """250-character CJK ids, a 400-character run_id and over-long rule, route, channel and group key are stored
+    fitted to their columns; two runs differing only past the cut stay two alerts, a later try of the same
+    task folds into its alert and the task's success resolves both (the fitted keys are stable)."""
+    long_runs = ["manual__" + "r" * 392 + "-a", "manual__" + "r" * 392 + "-b"]
+    rule = "custom_rule_" + "ü" * 300
+    delivery = slack(route="route_" + "路" * 300, channel="slack_" + "频" * 300, group_key="g" * 2000)
+    alerts = [
+        make_alert(dag_id=LONG_DAG, task_id=LONG_TASK, run_id=run, rule=rule, exception_type="E" * 300)
+        for run in long_runs
+    ]
+    alerts = [dataclasses.replace(a, fingerprint=f"{a.fingerprint}-{'f' * 100}-{i}") for i, a in enumerate(alerts)]
+    first = store.record([(alerts[0], [delivery])])
+    second = store.record([(alerts[1], [delivery])])
+    again = store.record([(dataclasses.replace(alerts[0], try_number=2), [delivery])])
+    for run in long_runs:
+        store.record([], event={"event": "failed", "dag_id": LONG_DAG, "task_id": LONG_TASK, "run_id": run,
+                                "try_number": 1})
+
+    assert first.new_alerts == 1 and second.new_alerts == 1 and again.folded == 1
+    assert len(set(first.alert_ids + second.alert_ids)) == 2 and again.alert_ids == first.alert_ids
+    assert store.occurrence_count() == 3
+    assert_every_value_fits_its_column(store)
+    stored = store.get_alert(first.alert_ids[0])
+    assert stored["dag_id"] == LONG_DAG and stored["task_id"] == LONG_TASK
+    other = store.get_alert(second.alert_ids[0])
+    assert stored["run_id"].startswith("manual__rrr") and stored["run_id"] != other["run_id"]
+    with store.engine.connect() as conn:
+        run_ids = set(conn.execute(sa.select(store_module.events_table.c.run_id)).scalars())
+    assert len(run_ids) == 2
+    # A success of the task closes both (same task and rule), matched through the fitted keys.
+    resolved = store.record([(resolve_of(alerts[1]), [])])
+    assert resolved.resolved == 2 and sorted(resolved.alert_ids) == sorted(first.alert_ids + second.alert_ids)
+
+
+def test_hostile_text_is_stored_as_valid_utf8(store):
+    """Lone surrogates, undecodable bytes and NULs in ids, texts, labels and data are stored replaced (U+FFFD),
+    never rejected, and read back as valid UTF-8."""
+    bad = b"\xff".decode("utf-8", "surrogateescape") + "\ud800\x00"
+    alert = dataclasses.replace(
+        make_alert(run_id=f"run{bad}", exception_message=f"boom {bad}", labels={"owner": bad},
+                   data={"traceback": f"File {bad}", bad: [bad]}, log_url=f"http://x/{bad}"),
+        title=f"title {bad}",
+    )
+    result = store.record([(alert, [slack(group_key=f"g{bad}")])],
+                          event={"event": "failed", "dag_id": "etl", "task_id": "load", "run_id": f"run{bad}",
+                                 "try_number": 1, "exception_message": bad})
+    stored = store.get_alert(result.alert_ids[0])
+    assert stored["exception_message"] == "boom \ufffd\ufffd" and stored["title"] == "title \ufffd\ufffd"
+    assert stored["labels"] == {"owner": "\ufffd\ufffd"}
+    assert stored["data"] == {"traceback": "File \ufffd\ufffd", "\ufffd\ufffd": ["\ufffd\ufffd"]}
+    assert stored["run_id"].startswith("run\ufffd\ufffd~")  # cleaned, and hashed so it stays distinct
+    assert_every_value_fits_its_column(store)
+    (event,) = store.events_for("etl", stored["run_id"], "load")
+    assert event["payload"]["exception_message"] == "\ufffd\ufffd"
+
+
 def test_snapshots_carry_stored_state_and_alert_url(store):
     """Messages are rendered from the stored record (occurrences, status) with a link to the alert page."""
     result = store.record([(make_alert(), [slack()])])

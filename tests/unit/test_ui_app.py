@@ -291,3 +291,30 @@ def test_external_views_add_the_nav_page_and_task_instance_tab() -> None:
     assert (nav["destination"], nav["href"]) == ("nav", "/tasklens/alerts")
     assert tab["destination"] == "task_instance" and tab["url_route"] != nav["url_route"]
     assert all(p in tab["href"] for p in ("{DAG_ID}", "{RUN_ID}", "{TASK_ID}", "{MAP_INDEX}"))
+
+
+def test_hostile_text_renders_on_pages_and_in_the_json_api(client: TestClient, store: Store) -> None:
+    """Lone surrogates, undecodable bytes and NULs in an alert's texts, ids, labels, traceback and event payload
+    come out as U+FFFD: every page and API answer is 200 and valid UTF-8."""
+    bad = b"\xff".decode("utf-8", "surrogateescape") + "\ud800\x00"
+    alert_id = seed(store, title=f"boom {bad}", exception_message=f"message {bad}", labels={"team": bad},
+                    data={"traceback": f'File "/dags/{bad}.py", line 3, in load\nValueError: {bad}'},
+                    run_id=f"run_{bad}")
+    run_id = store.get_alert(alert_id)["run_id"]
+    store.record([], event={"event": "failed", "dag_id": "dag_a", "task_id": "t1", "run_id": f"run_{bad}",
+                            "try_number": 1, "exception_message": bad})
+    answers = [
+        client.get("/tasklens/alerts?status=all", headers=bearer("admin")),
+        client.get(f"/tasklens/alerts/{alert_id}", headers=bearer("admin")),
+        client.get("/tasklens/ti", params={"dag_id": "dag_a", "run_id": run_id, "task_id": "t1"},
+                   headers=bearer("admin")),
+        client.get("/tasklens/api/alerts", headers=bearer("admin")),
+        client.get(f"/tasklens/api/alerts/{alert_id}", headers=bearer("admin")),
+    ]
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+        answer.content.decode("utf-8")  # strict
+    assert "boom \ufffd\ufffd" in answers[1].text and "message \ufffd\ufffd" in answers[1].text
+    assert "boom \ufffd\ufffd" in answers[2].text
+    detail = answers[4].json()
+    assert detail["title"] == "boom \ufffd\ufffd" and detail["labels"] == {"team": "\ufffd\ufffd"}
