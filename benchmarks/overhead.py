@@ -1,13 +1,15 @@
-"""Run-time overhead of tasklens on a DAG of 100 independent no-op tasks.
+"""Run-time overhead of tasklens against Airflow without tasklens, on a DAG of 100 independent no-op tasks.
 
-Each round runs ``airflow dags test`` in a fresh subprocess, once without tasklens (its listener
-removed before Airflow loads plugins) and once with it (listener, JSON Lines stream, StatsD to a
-local UDP socket, alert stage), in alternating order. The time compared is the DAG run's own
-duration as Airflow records it (``dag_run.end_date - start_date``), not CLI start-up. Prints the median ratio
-``with / without`` last as ``overhead ratio: X.XX`` (target <= 1.03). On a shared machine that ratio swings by
-+-15 % between rounds (CPU time swings with it: the host's speed varies, not just the load), so it also prints two
-steadier views: the time spent inside tasklens' listener, and a third run per round in which tasks with and without
-tasklens alternate, compared task by task (median time from one task's start to the next).
+Each round runs ``airflow dags test`` in a fresh subprocess twice, in alternating order: once in the baseline venv
+(a copy of ``.venv`` with tasklens uninstalled, see ``baseline_venv.py``) and once in ``.venv`` with tasklens
+installed (plugin, cluster policy, listener, JSON Lines stream, StatsD to a local UDP socket, alert stage). The DAG
+sets no retry settings, the common case. Compared: the DAG run's own duration as Airflow records it
+(``dag_run.end_date - start_date``), and the steady per-task cost (median time between consecutive task ends).
+
+The "with" run also measures where tasklens' time goes per task: import and plugin load, the cluster policy, and
+each listener stage (event, log context, stream, StatsD, alert stage/store). A third run per round alternates
+tasks with and without tasklens' listener in one DAG run (the listener's cost alone, free of drift between runs).
+Prints ``overhead ratio: X.XX`` last (target <= 1.03).
 
     python benchmarks/overhead.py [rounds]
 """
@@ -26,18 +28,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.baseline_venv import baseline_python, check_baseline, clean_env  # noqa: E402
 from tests.integration.observability import StatsdSink  # noqa: E402
 from tests.integration.stack import airflow_env, migrate  # noqa: E402
 
 TASKS = 100
-IN_TASKLENS: list[tuple[float, int]] = []  # (seconds inside tasklens' listener, events) per "with" run
+SPENT: list[dict[str, float]] = []  # seconds per part of tasklens, per "with" run
 DAG_ID = "tl_bench_overhead"
 
 DAG_FILE = f'''
 from airflow.sdk import dag, task
 
 
-@dag(dag_id="{DAG_ID}", schedule=None, catchup=False, default_args={{"retries": 0}})
+@dag(dag_id="{DAG_ID}", schedule=None, catchup=False)
 def bench():
     for number in range({TASKS}):
         @task(task_id=f"noop_{{number}}")
@@ -50,32 +53,43 @@ def bench():
 bench()
 '''
 
-# Runs ``airflow dags test`` in the subprocess; "without" removes tasklens' listener before Airflow loads plugins.
-# "with" also sums the time spent inside tasklens' listener hooks: a noise-free view of its cost.
-# "alternating:<parity>" runs tasklens for the tasks whose number has that parity only and stamps the moment each task
-# starts: the time from one task's start to the next is that task's whole cost (Airflow's and tasklens'), and
-# neighbouring tasks with and without tasklens see the same machine, whatever the other load does.
+# Runs ``airflow dags test`` in the subprocess. "with" times tasklens' import and plugin load, its cluster policy
+# and every pipeline stage, and prints the totals. "alternating:<parity>" runs tasklens' listener for the tasks whose
+# number has that parity only and stamps the moment each task starts: the time from one task's start to the next is
+# that task's whole cost, and neighbouring tasks with and without the listener see the same machine.
 RUNNER = """
-import atexit, sys, time
-import structlog
-from tasklens.plugin import TasklensPlugin  # every variant imports the same modules in the same order
-from tasklens import listener
+import atexit, collections, sys, time
 variant = sys.argv[1]
-if variant == "without":
-    TasklensPlugin.listeners = []
-elif variant == "with":
-    spent = [0.0, 0]
-    emit = listener._emit
-    def timed_emit(*args, **kwargs):
-        start = time.perf_counter()
+if variant != "without":
+    import structlog
+    started = time.perf_counter()
+    from tasklens.plugin import TasklensPlugin
+    from tasklens import listener, pipeline, policy
+    import_s = time.perf_counter() - started
+if variant == "with":
+    spent = collections.Counter()
+    def timed(name, func):
+        def wrapper(*args, **kwargs):
+            begin = time.perf_counter()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - begin
+        return wrapper
+    run_stage = pipeline.run_stage
+    def timed_stage(stage, func, *args, **kwargs):
+        begin = time.perf_counter()
         try:
-            return emit(*args, **kwargs)
+            return run_stage(stage, func, *args, **kwargs)
         finally:
-            spent[0] += time.perf_counter() - start
-            spent[1] += 1
-    listener._emit = timed_emit
-    atexit.register(lambda: print(f"TASKLENS_SECONDS {spent[0]} {spent[1]}", file=sys.stderr))
-else:
+            spent["stage:" + stage] += time.perf_counter() - begin
+    pipeline.run_stage = timed_stage
+    listener.pipeline.run_stage = timed_stage
+    listener._emit = timed("listener", listener._emit)
+    policy.task_policy = timed("policy", policy.task_policy)
+    atexit.register(lambda: print("TASKLENS_SPENT " + " ".join(
+        f"{k}={v}" for k, v in {**spent, "import": import_s}.items()), file=sys.stderr))
+elif variant.startswith("alternating"):
     parity = int(variant.split(":")[1])
     starts = []
     emit = listener._emit
@@ -116,13 +130,25 @@ def _per_task_ratio(stderr: str) -> float:
     return statistics.median(spans[True]) / statistics.median(spans[False])
 
 
-def _run(variant: str, home: Path, env: dict[str, str]) -> tuple[float, float | None]:
-    """Run the DAG once; its duration, and for an alternating run the per-task ratio."""
+def _steady_per_task_s(home: Path) -> float:
+    """Median time between consecutive task ends of the newest run: the per-task cost once the run is going."""
+    with sqlite3.connect(home / "airflow.db") as db:
+        run_id = db.execute("SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (DAG_ID,)
+                            ).fetchone()[0]
+        ends = sorted(datetime.fromisoformat(end) for (end,) in db.execute(
+            "SELECT end_date FROM task_instance WHERE dag_id = ? AND run_id = ?", (DAG_ID, run_id)))
+    return statistics.median((b - a).total_seconds() for a, b in itertools.pairwise(ends))
+
+
+def _run(variant: str, home: Path, envs: dict[str, dict[str, str]], pythons: dict[str, Path]
+         ) -> tuple[float, float, float | None]:
+    """Run the DAG once; its duration, the steady per-task cost, and for an alternating run the per-task ratio."""
     events = home / "logs" / "tasklens" / "events.jsonl"
     before = events.read_text().count("\n") if events.exists() else 0
+    side = "without" if variant == "without" else "with"
     result = subprocess.run(
-        [sys.executable, "-c", RUNNER, variant, DAG_ID],
-        env=env,
+        [str(pythons[side]), "-c", RUNNER, variant, DAG_ID],
+        env=envs[side],
         capture_output=True,
         text=True,
         timeout=900,
@@ -132,59 +158,76 @@ def _run(variant: str, home: Path, env: dict[str, str]) -> tuple[float, float | 
         raise SystemExit(f"{variant} run failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     seconds, state = _last_run_seconds(home)
     for line in result.stderr.splitlines():
-        if line.startswith("TASKLENS_SECONDS "):
-            inside, count = line.split()[1:]
-            IN_TASKLENS.append((float(inside), int(count)))
+        if line.startswith("TASKLENS_SPENT "):
+            SPENT.append({k: float(v) for k, v in (item.split("=") for item in line.split()[1:])})
     written = (events.read_text().count("\n") if events.exists() else 0) - before
     expected = {"without": 0, "with": 2 * TASKS}.get(variant, TASKS)  # running + success per task with tasklens
     if written != expected or state != "success":
         raise SystemExit(f"{variant}: {written} events written (expected {expected}), run state {state}")
-    return seconds, _per_task_ratio(result.stderr) if variant.startswith("alternating") else None
+    ratio = _per_task_ratio(result.stderr) if variant.startswith("alternating") else None
+    return seconds, _steady_per_task_s(home), ratio
+
+
+def _breakdown() -> list[str]:
+    """Median milliseconds per task of each part of tasklens, from the "with" runs."""
+    keys = sorted({key for spent in SPENT for key in spent})
+    lines = []
+    for key in keys:
+        per_task_ms = statistics.median(spent.get(key, 0.0) for spent in SPENT) / TASKS * 1000
+        label = {"import": "import and plugin load", "policy": "cluster policy", "listener": "listener, all stages",
+                 "stage:events": "  building the event", "stage:logs.context": "  task-log fields",
+                 "stage:logs.stream": "  event stream", "stage:metrics": "  StatsD",
+                 "stage:alerts": "  alert stage (rules, store)", "stage:config": "  config check"}.get(key, key)
+        lines.append(f"  {label}: {per_task_ms:.3f} ms per task")
+    return lines
 
 
 def main(rounds: int) -> None:
+    pythons = {"without": baseline_python(), "with": REPO / ".venv" / "bin" / "python"}
     with tempfile.TemporaryDirectory(prefix="tasklens-bench-overhead-") as tmp:
         home, dags = Path(tmp) / "home", Path(tmp) / "dags"
         dags.mkdir()
         (dags / "bench_dag.py").write_text(DAG_FILE)
-        env = airflow_env(
-            home,
-            dags,
-            {
-                **StatsdSink().env(),
-                "AIRFLOW__CORE__UNIT_TEST_MODE": "false",
-            },
-        )
-        # Installed code runs from cached bytecode; without this every run would compile tasklens' lazily imported
-        # modules (store, rules) from source, a cost only the "with" variant pays (make exports DONTWRITEBYTECODE).
+        env = airflow_env(home, dags, {**StatsdSink().env(), "AIRFLOW__CORE__UNIT_TEST_MODE": "false"})
+        # Installed code runs from cached bytecode (make exports PYTHONDONTWRITEBYTECODE; users' installs have .pyc).
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
+        env = clean_env(env, Path(tmp) / "empty-plugins")
+        envs = {"without": env, "with": env}
+        check_baseline(pythons["without"], env)
         migrate(env)
-        _run("with", home, env)  # warm-up: serialises the DAG, fills OS caches
+        _run("with", home, envs, pythons)  # warm-up: serialises the DAG, fills OS caches
+        _run("without", home, envs, pythons)
+        SPENT.clear()
         ratios, per_task = [], []
         timings: dict[str, list[float]] = {"without": [], "with": []}
+        steady: dict[str, list[float]] = {"without": [], "with": []}
         for number in range(rounds):
             order = ("without", "with") if number % 2 == 0 else ("with", "without")
-            result = {variant: _run(variant, home, env)[0] for variant in order}
-            for variant, seconds in result.items():
+            result = {variant: _run(variant, home, envs, pythons) for variant in order}
+            for variant, (seconds, per_task_s, _) in result.items():
                 timings[variant].append(seconds)
-            ratios.append(result["with"] / result["without"])
-            per_task.append(_run(f"alternating:{number % 2}", home, env)[1] or float("nan"))
+                steady[variant].append(per_task_s)
+            ratios.append(result["with"][0] / result["without"][0])
+            per_task.append(_run(f"alternating:{number % 2}", home, envs, pythons)[2] or float("nan"))
             print(
-                f"round {number + 1}: without {result['without']:.2f} s, with {result['with']:.2f} s, "
-                f"ratio {ratios[-1]:.3f}; alternating tasks in one run: ratio {per_task[-1]:.3f}",
+                f"round {number + 1}: without {result['without'][0]:.2f} s, with {result['with'][0]:.2f} s, "
+                f"ratio {ratios[-1]:.3f}; steady per task {result['without'][1] * 1000:.1f} -> "
+                f"{result['with'][1] * 1000:.1f} ms; listener alternating in one run: ratio {per_task[-1]:.3f}",
                 flush=True,
             )
-        print(f"median without: {statistics.median(timings['without']):.2f} s for {TASKS} tasks")
-        print(f"median with: {statistics.median(timings['with']):.2f} s for {TASKS} tasks")
-        inside = statistics.median(seconds for seconds, _ in IN_TASKLENS)
-        per_event = statistics.median(seconds / max(count, 1) for seconds, count in IN_TASKLENS) * 1000
-        print(
-            f"time inside tasklens' listener: median {inside:.2f} s per run ({per_event:.2f} ms per event), "
-            f"{inside / statistics.median(timings['without']):.1%} of the baseline run"
-        )
-        alternating = statistics.median(per_task)
-        print(f"per-task ratio, tasks with and without tasklens alternating in one run: {alternating:.3f}")
+        print(f"median without tasklens: {statistics.median(timings['without']):.2f} s for {TASKS} tasks")
+        print(f"median with tasklens: {statistics.median(timings['with']):.2f} s for {TASKS} tasks")
+        extra = [(w - o) * 1000 for w, o in zip(steady["with"], steady["without"], strict=True)]
+        print(f"steady per task: {statistics.median(steady['without']) * 1000:.1f} ms without, "
+              f"{statistics.median(steady['with']) * 1000:.1f} ms with; extra per task (median of rounds): "
+              f"{statistics.median(extra):.2f} ms")
+        print("where tasklens' time goes (median of the 'with' runs):")
+        print("\n".join(_breakdown()))
+        listener_ms = statistics.median(spent.get("listener", 0.0) for spent in SPENT) / (2 * TASKS) * 1000
+        print(f"listener time per event (running or success): {listener_ms:.3f} ms")
+        print(f"per-task ratio, tasks with and without the listener alternating in one run: "
+              f"{statistics.median(per_task):.3f}")
         print(f"overhead ratio: {statistics.median(ratios):.2f}")
 
 
