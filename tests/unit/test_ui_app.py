@@ -301,7 +301,8 @@ def test_health_and_alerts_page_report_a_bad_rules_file(
 
 def test_lifespan_starts_and_stops_the_dispatcher(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """With dispatcher_enabled the app's lifespan starts the background dispatcher (and the killed-task
-    reconciler) and stops them on shutdown; routes of the lazily built app are installed first."""
+    reconciler and the configuration checker) and stops them on shutdown; routes of the lazily built app are
+    installed first."""
     from tasklens.ui.app import create_app
 
     calls: list[str] = []
@@ -311,10 +312,12 @@ def test_lifespan_starts_and_stops_the_dispatcher(store: Store, monkeypatch: pyt
     monkeypatch.setattr(dispatch, "stop_background_dispatcher", lambda: calls.append("stop"))
     monkeypatch.setattr(reconcile, "start_background_reconciler", lambda: calls.append("reconciler") or None)
     monkeypatch.setattr(reconcile, "stop_background_reconciler", lambda: calls.append("reconciler stop"))
+    monkeypatch.setattr(configcheck, "start_background_checker", lambda: calls.append("checker") or True)
+    monkeypatch.setattr(configcheck, "stop_background_checker", lambda: calls.append("checker stop"))
     with TestClient(create_app(lazy=True)) as test_client:
-        assert calls == ["start", "reconciler"]
+        assert calls == ["checker", "start", "reconciler"]
         assert test_client.get("/openapi.json").json()["paths"].keys() >= {"/api/alerts", "/api/summary"}
-    assert calls == ["start", "reconciler", "reconciler stop", "stop"]
+    assert calls == ["checker", "start", "reconciler", "checker stop", "reconciler stop", "stop"]
 
 
 def test_building_the_plugin_app_does_not_import_airflow_api_security() -> None:
