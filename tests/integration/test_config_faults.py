@@ -4,7 +4,6 @@ explicit alert calls with bad arguments fail loudly: real ``airflow dags test`` 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import airflow
 import airflow.providers.standard
 import pytest
 
-from tests.integration.stack import REPO, airflow_env, dags_test
+from tests.integration.stack import airflow_env, dags_test
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +74,7 @@ def test_alert_operator_with_an_unknown_severity_fails_its_task(tmp_path: Path) 
             "Fix: use one of: info, warning, critical") in output
 
 
-def without_tasklens_env(home: Path, dags_folder: Path, tmp_path: Path) -> dict[str, str]:
+def without_tasklens_env(tmp_path: Path) -> dict[str, str]:
     """An Airflow environment in which tasklens is absent: no plugin, no policy, not importable."""
     empty_plugins = tmp_path / "no-plugins"
     empty_plugins.mkdir(exist_ok=True)
@@ -113,7 +112,7 @@ def test_installing_tasklens_changes_no_example_tasks_retry_settings(tmp_path: P
         home = tmp_path / mode
         env = airflow_env(home, CORE_EXAMPLES)
         if mode == "without":
-            env.update(without_tasklens_env(home, CORE_EXAMPLES, tmp_path))
+            env.update(without_tasklens_env(tmp_path))
         done = subprocess.run([sys.executable, "-c", DUMP_RETRY_SETTINGS, str(CORE_EXAMPLES), str(STANDARD_EXAMPLES)],
                               env=env, capture_output=True, text=True, timeout=600, check=True, cwd=tmp_path)
         results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -135,7 +134,7 @@ def test_example_dag_runs_end_the_same_with_and_without_tasklens(tmp_path: Path,
     outcomes = {}
     for mode in ("with", "without"):
         home = tmp_path / mode
-        env = QUIET if mode == "with" else {**QUIET, **without_tasklens_env(home, folder, tmp_path)}
+        env = QUIET if mode == "with" else {**QUIET, **without_tasklens_env(tmp_path)}
         done = dags_test(dag_id, home=home, dags_folder=folder, env=env)
         outcomes[mode] = task_instances(home, dag_id)
         assert outcomes[mode], (done.stdout + done.stderr)[-4000:]
