@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from tasklens import config
 from tasklens.alerts import Severity
 from tasklens.exceptions import ConfigError
 
@@ -41,8 +42,6 @@ def check_alert_arguments(severity: Any, template: Any, *, where: str = "tasklen
     """``(severity, template)`` of an explicit alert, normalised; raises :class:`ConfigError` naming the argument
     and the fix for an unknown severity or a template that is neither built in nor in ``[tasklens] templates_dir``.
     """
-    from tasklens import config
-
     severity_text = str(getattr(severity, "value", severity)).strip().lower()
     if severity_text not in _SEVERITIES:
         raise ConfigError(where, "severity", f"unknown severity {severity!r}", f"use one of: {', '.join(_SEVERITIES)}")

@@ -461,6 +461,13 @@ def _load_rules(path: Path | None) -> Ruleset:
         fallback, description = _fallback_rules()
         record_problem("rules_file", ConfigProblem.from_error(error, description))
         return fallback
+    except Exception as error:  # a loader bug must not break DAGs either
+        log.warning("tasklens: loading the rules file %s failed unexpectedly", path, exc_info=True)
+        fallback, description = _fallback_rules()
+        record_problem("rules_file", ConfigProblem(
+            "invalid_rules", str(path), "rules_file", f"could not be loaded ({type(error).__name__})",
+            "run `tasklens check-config` and report the error if the file looks right", description))
+        return fallback
     record_problem("rules_file", None)
     _last_good = loaded
     _save_last_good(path, text)

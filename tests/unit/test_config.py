@@ -99,3 +99,14 @@ def test_default_retry_preset_is_none_unless_set(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("AIRFLOW__TASKLENS__DEFAULT_RETRY_PRESET", "fail_fast")
     config.reset()
     assert config.default_retry_preset() == "fail_fast"
+
+
+def test_an_unexpected_loader_error_falls_back_too(rules: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even a bug in the loader never reaches a DAG: the built-in rules, and the problem names the error type."""
+    from tasklens import ruleset as ruleset_module
+
+    rules.write_text(GOOD)
+    monkeypatch.setattr(ruleset_module, "parse_rules_text", lambda *a, **k: (_ for _ in ()).throw(TypeError("bug")))
+    assert config.ruleset().source is None
+    (problem,) = config.problems()
+    assert (problem.kind, problem.problem) == ("invalid_rules", "could not be loaded (TypeError)")
