@@ -46,10 +46,11 @@ def free_port() -> int:
 
 @dataclasses.dataclass
 class Reply:
-    """One programmed answer: HTTP ``status``, optional ``Retry-After`` and a ``delay_s`` before answering."""
+    """One programmed answer: HTTP ``status``, optional ``Retry-After`` (seconds, or a raw header value as a str)
+    and a ``delay_s`` before answering."""
 
     status: int = 200
-    retry_after: float | None = None
+    retry_after: float | str | None = None
     delay_s: float = 0.0
     body: str | None = None
 
@@ -84,7 +85,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/json" if api else "text/plain")
             self.send_header("Content-Length", str(len(data)))
             if reply.retry_after is not None:
-                self.send_header("Retry-After", f"{reply.retry_after:g}")
+                value = reply.retry_after
+                self.send_header("Retry-After", value if isinstance(value, str) else f"{value:g}")
             self.end_headers()
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):  # the client timed out and left

@@ -6,6 +6,9 @@
   print what went wrong and exit 1.
 - ``dispatch [--once]``: run the outbox dispatcher as its own process (or one pass).
 - ``replay``: re-queue every undelivered (dead) delivery.
+- ``db upgrade``: migrate the alert store to this tasklens's schema (also done when the api-server starts; never by
+  tasks, the scheduler or the dag-processor).
+- ``spool ingest``: store the writes spooled while the store was unavailable (the dispatcher also does it each pass).
 """
 
 from __future__ import annotations
@@ -130,7 +133,9 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     from tasklens.store import get_store
 
     try:
-        dispatcher = Dispatcher(get_store(), settings=DispatcherSettings.from_config())
+        store = get_store()
+        store.ensure_schema()
+        dispatcher = Dispatcher(store, settings=DispatcherSettings.from_config())
     except TasklensError as exc:
         _print(f"tasklens dispatch: ERROR: {exc}")
         return 1
@@ -152,7 +157,7 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     _print(f"tasklens dispatch: running as {dispatcher.worker} (Ctrl-C to stop)")
-    dispatcher.run_forever(stop, interval_s=config.dispatch_interval_s())
+    dispatcher.run_forever(stop, interval_s=config.dispatch_interval_s(), on_pass=_ingest_spool_quietly)
     _print(f"tasklens dispatch: stopped after {dispatcher.totals.messages_sent} messages")
     return 0
 
@@ -162,6 +167,49 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     count = get_store().replay()
     _print(f"tasklens replay: re-queued {count} undelivered deliveries; the dispatcher sends them next")
+    return 0
+
+
+def _ingest_spool_quietly() -> None:
+    from tasklens import pipeline
+
+    pipeline.run_stage("spool.ingest", pipeline.ingest_spool)
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from tasklens import config
+    from tasklens.exceptions import TasklensError
+    from tasklens.store import HEAD_REVISION, get_store
+
+    url = _safe_url(config.store_url())
+    try:
+        store = get_store()
+        before = store.schema_revision()
+        store.migrate()
+    except TasklensError as exc:
+        _print(f"tasklens db upgrade: ERROR: store {url}: {exc}")
+        return 1
+    if before == HEAD_REVISION:
+        _print(f"tasklens db upgrade: store {url} is already at schema {HEAD_REVISION}")
+    else:
+        _print(f"tasklens db upgrade: store {url} migrated from schema {before or 'none'} to {HEAD_REVISION}")
+    return 0
+
+
+def cmd_spool_ingest(args: argparse.Namespace) -> int:
+    from tasklens import config, pipeline
+    from tasklens.exceptions import TasklensError
+    from tasklens.spool import Spool
+
+    spool = Spool(config.spool_dir())
+    waiting = spool.pending()
+    try:
+        stored = pipeline.ingest_spool(limit=max(waiting, 1), budget_s=3600.0)
+    except TasklensError as exc:
+        _print(f"tasklens spool ingest: ERROR: {exc}; {spool.pending()} records stay in {spool.directory}")
+        return 1
+    _print(f"tasklens spool ingest: stored {stored} of {waiting} spooled writes from {spool.directory}; "
+           f"{spool.pending()} left")
     return 0
 
 
@@ -182,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     dispatch.set_defaults(func=cmd_dispatch)
     replay = commands.add_parser("replay", help="re-queue undelivered alerts")
     replay.set_defaults(func=cmd_replay)
+    db = commands.add_parser("db", help="alert store schema").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="migrate the alert store to this version's schema").set_defaults(
+        func=cmd_db_upgrade)
+    spool = commands.add_parser("spool", help="writes spooled while the store was unavailable").add_subparsers(
+        dest="spool_command", required=True)
+    spool.add_parser("ingest", help="store every spooled write now").set_defaults(func=cmd_spool_ingest)
     return parser
 
 

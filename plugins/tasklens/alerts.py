@@ -111,3 +111,6 @@ class Notification:
     kind: str  # "alert" | "digest" | "resolve" | "escalation" | "test"
     channel: str
     items: tuple[AlertSnapshot, ...]
+    #: The same on every send of this message (derived from its deliveries): channels that take an idempotency
+    #: key pass it on (email: Message-ID), so a message sent again after a dispatcher crash can be recognised.
+    idempotency_key: str | None = None

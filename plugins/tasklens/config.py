@@ -26,7 +26,6 @@ __all__ = [
     "base_url",
     "config_check_interval_s",
     "default_retry_preset",
-    "delivery_budget_s",
     "delivery_max_age_s",
     "dispatch_interval_s",
     "dispatcher_enabled",
@@ -52,7 +51,9 @@ __all__ = [
     "spark_master",
     "spark_shuffle_partitions",
     "spark_ui_port",
+    "spool_dir",
     "statsd_settings",
+    "store_timeout_s",
     "store_url",
     "templates_dir",
 ]
@@ -143,6 +144,22 @@ def store_url() -> str:
 
 
 @_cache
+def store_timeout_s() -> float:
+    """How long one store call may wait (lock, connection, statement) before the write is spooled instead."""
+    return _as_float("store_timeout_s", 3.0, minimum=0.1)
+
+
+@_cache
+def spool_dir() -> Path:
+    """Where writes the store could not take in time wait (next to the event stream by default)."""
+    raw = _get("spool_dir")
+    if raw:
+        return Path(raw)
+    stream = events_path()
+    return (stream.parent if stream is not None else airflow_home() / "logs" / "tasklens") / "spool"
+
+
+@_cache
 def events_path() -> Path | None:
     """JSON Lines event stream; an explicitly empty value turns it off."""
     raw = _conf().get(SECTION, "events_path", fallback=None)
@@ -193,12 +210,6 @@ def base_url() -> str:
 def http_timeout_s() -> float:
     """Timeout of every network call a channel makes."""
     return _as_float("http_timeout_s", 10.0, minimum=0.1)
-
-
-@_cache
-def delivery_budget_s() -> float:
-    """How long a task process may spend on an inline delivery attempt before leaving it to the dispatcher."""
-    return _as_float("delivery_budget_ms", 0.0) / 1000.0
 
 
 @_cache

@@ -14,6 +14,18 @@ One pass (:meth:`Dispatcher.run_once`):
    ``undelivered`` with the last error and goes to the route's fallback channels. Nothing is dropped silently:
    dead deliveries stay in the store (``tasklens replay`` re-queues them).
 
+Delivery is **at least once**. Claims are leases measured on the database's clock; right before each send the
+dispatcher renews the lease of that message's rows for the send's timeout plus ``lease_s`` and skips rows another
+dispatcher has taken meanwhile, and every mark (sent, failed, dead, released) writes only rows whose
+``claimed_by`` is still this claim's token (rows it lost are counted in ``DispatchReport.lost`` and logged). So
+dispatchers never send one message twice while they run. A dispatcher that dies between a channel's "accepted"
+and its mark (SIGKILL, OOM, power loss) leaves its rows claimed: once the lease runs out another dispatcher sends
+them again, so that message arrives at most once more. Email carries a stable ``Message-ID`` derived from the
+deliveries (:attr:`~tasklens.alerts.Notification.idempotency_key`); Slack accepts no idempotency key.
+
+``Retry-After`` (seconds or an HTTP-date) is honoured up to ``backoff_max_s`` (300 s by default): a larger, infinite
+or unparseable value cannot park a channel or break a pass.
+
 Runs in the api-server (:func:`start_background_dispatcher`, from the plugin app's lifespan) and as
 ``python -m tasklens dispatch``. Clock, sleep and randomness are injectable so tests never wait for real backoff.
 """
@@ -22,24 +34,27 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import logging
+import math
 import random
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from tasklens.alerts import Notification
 from tasklens.exceptions import DeliveryError
-from tasklens.store import ClaimedDelivery, Store, worker_name
+from tasklens.redact import redact
+from tasklens.store import ClaimedDelivery, MarkResult, Store, worker_name
 
 __all__ = [
     "DispatchReport",
     "Dispatcher",
     "DispatcherSettings",
     "RateLimiter",
-    "deliver_now",
     "dispatcher_state",
     "start_background_dispatcher",
     "stop_background_dispatcher",
@@ -55,10 +70,10 @@ class DispatcherSettings:
     """Timing knobs of the dispatcher (defaults from ``[tasklens]`` via :meth:`from_config`)."""
 
     claim_limit: int = 500
-    lease_s: float = 120.0
+    lease_s: float = 120.0  # a claim's lease (database clock); renewed to the send timeout + this before each send
     max_age_s: float = 3600.0  # retry a delivery this long, then fall back
     backoff_initial_s: float = 2.0
-    backoff_max_s: float = 300.0
+    backoff_max_s: float = 300.0  # also the cap on a Retry-After
     backoff_jitter_s: float = 1.0
     digest_max_items: int = 50
     default_rate_per_s: Mapping[str, float] = dataclasses.field(
@@ -83,10 +98,15 @@ class DispatchReport:
     dead: int = 0  # deliveries given up on (fallback queued, alert flagged undelivered)
     deferred: int = 0  # handed back untried (rate limit, Retry-After, waiting for the alert before its resolve)
     escalations_queued: int = 0
+    cancelled: int = 0  # resolve notices not sent: the alert itself never reached that channel
+    lost: int = 0  # claimed rows another dispatcher took over (lease ran out) before this one sent or marked them
     errors: list[str] = dataclasses.field(default_factory=list)
 
     def merge(self, other: DispatchReport) -> None:
-        for field in ("messages_sent", "deliveries_sent", "failed", "dead", "deferred", "escalations_queued"):
+        for field in (
+            "messages_sent", "deliveries_sent", "failed", "dead", "deferred", "escalations_queued", "cancelled",
+            "lost",
+        ):
             setattr(self, field, getattr(self, field) + getattr(other, field))
         self.errors.extend(other.errors)
 
@@ -193,6 +213,21 @@ class Dispatcher:
         base = self.settings.backoff_initial_s * (2 ** max(0, attempts - 1))
         return min(self.settings.backoff_max_s, base) + self.rng.uniform(0, self.settings.backoff_jitter_s)
 
+    def retry_after_s(self, error: DeliveryError) -> float | None:
+        """The error's Retry-After capped at ``backoff_max_s``; ``None`` when it has none or it is not a number >= 0
+        (channels registered by users may hand over anything)."""
+        value = error.retry_after_s
+        if not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
+            return None
+        return min(float(value), self.settings.backoff_max_s)
+
+    def _timeout_s(self) -> float:
+        if self.settings.timeout_s is not None:
+            return self.settings.timeout_s
+        from tasklens import config
+
+        return config.http_timeout_s()
+
     def _base_url(self) -> str | None:
         if self.base_url is not None:
             return self.base_url
@@ -203,42 +238,67 @@ class Dispatcher:
         except Exception:
             return None
 
+    def _lost(self, channel: str, result: MarkResult, what: str, report: DispatchReport) -> None:
+        if not result.lost:
+            return
+        report.lost += len(result.lost)
+        log.warning(
+            "tasklens: deliveries %s to %r were taken over by another dispatcher (lease ran out) before this one %s "
+            "them; left to it", list(result.lost), channel, what,
+        )
+
     # -- one pass --------------------------------------------------------------------------------------------
 
-    def run_once(self, *, ids: Sequence[int] | None = None, timeout_s: float | None = None) -> DispatchReport:
-        """Deliver everything that is due now (or only ``ids``). Raises only if the store is unreachable."""
+    def run_once(self) -> DispatchReport:
+        """Deliver everything that is due now. Raises only if the store is unreachable."""
         report = DispatchReport()
         now = self.clock()
-        if ids is None:
-            report.escalations_queued = len(self.store.queue_escalations(now=now, channel_types=self.channel_type_of))
-        claimed = self.store.claim(
-            self.worker, limit=self.settings.claim_limit, lease_s=self.settings.lease_s, now=now, ids=ids
-        )
+        report.escalations_queued = len(self.store.queue_escalations(now=now, channel_types=self.channel_type_of))
+        claimed = self.store.claim(self.worker, limit=self.settings.claim_limit, lease_s=self.settings.lease_s, now=now)
         groups: dict[tuple[str, str, str, str], list[ClaimedDelivery]] = collections.OrderedDict()
         for delivery in claimed:
             kind = _MESSAGE_KIND.get(delivery.kind, "alert")
             key = (delivery.channel, delivery.channel_type, kind, delivery.group_key)
             groups.setdefault(key, []).append(delivery)
         for (channel, channel_type, kind, _group), members in groups.items():
-            if kind == "resolve":
-                members = self._resolves_ready(members, report)
-            limit = max(1, self.settings.digest_max_items)
-            for start in range(0, len(members), limit):
-                self._send_group(channel, channel_type, kind, members[start : start + limit], report, timeout_s)
+            try:
+                if kind == "resolve":
+                    members = self._resolves_ready(members, report)
+                limit = max(1, self.settings.digest_max_items)
+                for start in range(0, len(members), limit):
+                    self._send_group(channel, channel_type, kind, members[start : start + limit], report)
+            except Exception as exc:  # a store hiccup on one group: hand the rows back, carry on with the others
+                log.warning("tasklens: dispatching to %r failed: %s", channel, _redacted_traceback(exc))
+                self._release_quietly(members, self.clock() + timedelta(seconds=self.backoff_s(1)))
         self.totals.merge(report)
         return report
 
+    def _release_quietly(self, members: Sequence[ClaimedDelivery], at: datetime) -> None:
+        try:
+            self.store.release([m.id for m in members], token=members[0].claim_token, next_attempt_at=at)
+        except Exception:
+            log.warning("tasklens: could not hand deliveries back; their lease will run out", exc_info=True)
+
     def _resolves_ready(self, members: list[ClaimedDelivery], report: DispatchReport) -> list[ClaimedDelivery]:
-        """A resolve notice waits until the alert it resolves has gone out on that channel."""
+        """A resolve notice waits until the alert it resolves has gone out on that channel, and is not sent at all
+        when the alert never reached the channel (its delivery there died)."""
         ready = []
         for delivery in members:
             due = self.store.pending_delivery_before(delivery.alert_id, delivery.channel, delivery.id)
-            if due is None:
+            if due is not None:
+                later = max(due, self.clock()) + timedelta(seconds=1)
+                result = self.store.release([delivery.id], token=delivery.claim_token, next_attempt_at=later)
+                self._lost(delivery.channel, result, "deferred", report)
+                report.deferred += len(result.marked)
+            elif self.store.delivered_before(delivery.alert_id, delivery.channel, delivery.id):
                 ready.append(delivery)
-                continue
-            later = max(due, self.clock()) + timedelta(seconds=1)
-            self.store.release([delivery.id], next_attempt_at=later)
-            report.deferred += 1
+            else:
+                result = self.store.mark_cancelled(
+                    [delivery.id], token=delivery.claim_token,
+                    reason="resolve notice not sent: the alert itself never reached this channel",
+                )
+                self._lost(delivery.channel, result, "cancelled", report)
+                report.cancelled += len(result.marked)
         return ready
 
     def _send_group(
@@ -248,37 +308,48 @@ class Dispatcher:
         kind: str,
         members: list[ClaimedDelivery],
         report: DispatchReport,
-        timeout_s: float | None,
     ) -> None:
         if not members:
             return
+        token = members[0].claim_token
         ids = [m.id for m in members]
         now = self.clock()
         cfg = self._config(channel, channel_type)
         wait = self.limiter.take(channel, now, self._rate(channel, cfg))
         if wait > 0:
-            self.store.release(ids, next_attempt_at=now + timedelta(seconds=wait))
-            report.deferred += len(ids)
+            result = self.store.release(ids, token=token, next_attempt_at=now + timedelta(seconds=wait))
+            self._lost(channel, result, "deferred", report)
+            report.deferred += len(result.marked)
             return
+        timeout = self._timeout_s()
         try:
             snapshots = self.store.snapshots([m.alert_id for m in members], base_url=self._base_url())
+            target = self.channel_factory(channel, cfg.type or channel_type, cfg.options)
+            # Right before the send: the lease must outlast it, and rows another dispatcher took are not ours to send.
+            owned = set(self.store.renew(ids, token=token, lease_s=self.settings.lease_s + timeout))
+            if len(owned) < len(members):
+                self._lost(channel, MarkResult(lost=tuple(i for i in ids if i not in owned)), "sent", report)
+                members = [m for m in members if m.id in owned]
+                ids = [m.id for m in members]
+                if not members:
+                    return
             items = tuple(snapshots[m.alert_id] for m in members if m.alert_id in snapshots)
             # One alert stored twice in a group (a repeat next to the alert) is shown once.
             unique = tuple({item.id: item for item in items}.values())
             message_kind = "digest" if kind == "alert" and len(unique) > 1 else kind
-            notification = Notification(kind=message_kind, channel=channel, items=unique)
-            target = self.channel_factory(channel, cfg.type or channel_type, cfg.options)
-            timeout = timeout_s if timeout_s is not None else self.settings.timeout_s
+            notification = Notification(
+                kind=message_kind, channel=channel, items=unique, idempotency_key=idempotency_key(members)
+            )
             target.send(notification, timeout_s=timeout)
         except DeliveryError as exc:
             self._failed(channel, members, exc, report)
             return
         except Exception as exc:  # a rendering or configuration bug: keep the delivery, retry, then fall back
-            log.warning("tasklens: delivery to %r failed unexpectedly", channel, exc_info=True)
+            log.warning("tasklens: delivery to %r failed unexpectedly: %s", channel, _redacted_traceback(exc))
             self._failed(channel, members, DeliveryError(f"{type(exc).__name__}: {exc}"), report)
             return
-        done = self.clock()
-        self.store.mark_sent(ids, now=done)
+        result = self.store.mark_sent(ids, token=token, now=self.clock())
+        self._lost(channel, result, "marked as sent", report)
         self.last_error_by_channel.pop(channel, None)
         report.messages_sent += 1
         report.deliveries_sent += len(ids)
@@ -287,19 +358,24 @@ class Dispatcher:
         self, channel: str, members: list[ClaimedDelivery], error: DeliveryError, report: DispatchReport
     ) -> None:
         now = self.clock()
+        token = members[0].claim_token
         ids = [m.id for m in members]
-        message = str(error)
+        message = redact(str(error))  # DeliveryError redacts already; this also covers subclasses that do not
         self.last_error_by_channel[channel] = message
         report.errors.append(f"{channel}: {message}")
-        if error.retry_after_s is not None:
-            self.limiter.blocked_until(channel, now + timedelta(seconds=error.retry_after_s))
+        retry_after = self.retry_after_s(error)
+        if retry_after is not None:
+            self.limiter.blocked_until(channel, now + timedelta(seconds=retry_after))
         oldest = min(m.created_at for m in members)
         age_s = (now - oldest).total_seconds()
         if error.retryable and age_s < self.settings.max_age_s:
             attempts = max(m.attempts for m in members) + 1
-            delay = max(self.backoff_s(attempts), error.retry_after_s or 0.0)
-            self.store.mark_failed(ids, error=message, next_attempt_at=now + timedelta(seconds=delay), now=now)
-            report.failed += len(ids)
+            delay = max(self.backoff_s(attempts), retry_after or 0.0)
+            result = self.store.mark_failed(
+                ids, token=token, error=message, next_attempt_at=now + timedelta(seconds=delay), now=now
+            )
+            self._lost(channel, result, "marked as failed", report)
+            report.failed += len(result.marked)
             log.warning("tasklens: delivery to %r failed (attempt %d, retry in %.1fs): %s", channel, attempts,
                         delay, message)
             return
@@ -309,11 +385,13 @@ class Dispatcher:
                 if name != channel and all(name != f for f, _ in fallback):
                     fallback.append((name, self.channel_type_of(name)))
         why = "not retryable" if not error.retryable else f"still failing after {age_s:.0f}s"
-        self.store.mark_dead(ids, error=f"{message} ({why})", fallback=fallback, now=now)
-        report.dead += len(ids)
+        result = self.store.mark_dead(ids, token=token, error=f"{message} ({why})", fallback=fallback, now=now)
+        self._lost(channel, result, "marked as dead", report)
+        report.dead += len(result.marked)
         log.error(
             "tasklens: giving up on %d deliveries to %r (%s); alerts flagged undelivered%s: %s",
-            len(ids), channel, why, f", sent to fallback {[f for f, _ in fallback]}" if fallback else "", message,
+            len(result.marked), channel, why, f", sent to fallback {[f for f, _ in fallback]}" if fallback else "",
+            message,
         )
 
     # -- loops -----------------------------------------------------------------------------------------------
@@ -370,17 +448,16 @@ def _iso(value: datetime) -> str:
     return value.astimezone(timezone.utc).isoformat()
 
 
-def deliver_now(store: Store, delivery_ids: Sequence[int], *, budget_s: float) -> DispatchReport | None:
-    """Try ``delivery_ids`` inline within ``budget_s`` (``[tasklens] delivery_budget_ms``); whatever is not sent
-    stays in the outbox for the dispatcher. Never raises."""
-    if budget_s <= 0 or not delivery_ids:
-        return None
-    try:
-        dispatcher = Dispatcher(store, settings=DispatcherSettings.from_config())
-        return dispatcher.run_once(ids=delivery_ids, timeout_s=budget_s)
-    except Exception:
-        log.warning("tasklens: inline delivery failed; the dispatcher will deliver", exc_info=True)
-        return None
+def idempotency_key(members: Sequence[ClaimedDelivery]) -> str:
+    """A message's key, the same on every send of the same deliveries (by any dispatcher): their ids and when each
+    was queued (which keeps keys of different stores apart)."""
+    parts = sorted(f"{m.id}@{_iso(m.created_at)}" for m in members)
+    return hashlib.sha256(",".join(parts).encode()).hexdigest()[:32]
+
+
+def _redacted_traceback(exc: BaseException) -> str:
+    """A traceback for the log without URLs' paths or tokens (library errors quote the webhook URL)."""
+    return redact("".join(traceback.format_exception(exc)).rstrip())
 
 
 # -- the background dispatcher of the api-server ----------------------------------------------------------------
@@ -392,8 +469,12 @@ _dispatcher: Dispatcher | None = None
 _lock = threading.Lock()
 
 
-def start_background_dispatcher(store: Store | None = None, *, interval_s: float | None = None) -> bool:
-    """Start the dispatcher thread of this process (idempotent). Returns True when it is running."""
+def start_background_dispatcher(
+    store: Store | None = None, *, interval_s: float | None = None, on_pass: Callable[[], None] | None = None
+) -> bool:
+    """Start the dispatcher thread of this process (idempotent). Returns True when it is running.
+
+    ``on_pass`` runs after every pass (the api-server ingests the spool there)."""
     global _thread, _stop, _dispatcher
     with _lock:
         if _thread is not None and _thread.is_alive():
@@ -412,7 +493,7 @@ def start_background_dispatcher(store: Store | None = None, *, interval_s: float
         _dispatcher = Dispatcher(store, settings=settings)
         _stop = threading.Event()
         _thread = threading.Thread(
-            target=_dispatcher.run_forever, args=(_stop,), kwargs={"interval_s": interval},
+            target=_dispatcher.run_forever, args=(_stop,), kwargs={"interval_s": interval, "on_pass": on_pass},
             name="tasklens-dispatcher", daemon=True,
         )
         _STATE.update(running=True, worker=_dispatcher.worker)

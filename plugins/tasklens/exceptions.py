@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DeliveryError", "StoreError", "TasklensError"]
+from collections.abc import Iterable
+
+from tasklens.redact import redact
+
+__all__ = ["ConfigError", "DeliveryError", "StoreError", "StoreNotReady", "TasklensError"]
 
 
 class TasklensError(Exception):
@@ -27,10 +31,25 @@ class StoreError(TasklensError):
     """The alert store could not be reached or written."""
 
 
-class DeliveryError(TasklensError):
-    """A channel could not deliver a message; ``retryable`` says whether trying again may help."""
+class StoreNotReady(StoreError):
+    """The alert store's schema is not the one this tasklens needs (``tasklens db upgrade`` migrates it)."""
 
-    def __init__(self, message: str, *, retryable: bool = True, retry_after_s: float | None = None) -> None:
+
+class DeliveryError(TasklensError):
+    """A channel could not deliver a message; ``retryable`` says whether trying again may help.
+
+    The message is scrubbed (:func:`tasklens.redact.redact`): no URL path or credentials, no Slack token and none
+    of ``secrets`` (pass the connection's password and host) survive into the store, the UI, health or logs.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        retry_after_s: float | None = None,
+        secrets: Iterable[str | None] = (),
+    ) -> None:
         self.retryable = retryable
         self.retry_after_s = retry_after_s
-        super().__init__(message)
+        super().__init__(redact(message, secrets))

@@ -16,7 +16,15 @@ from typing import Any
 from tasklens._once import WarnOnce
 from tasklens.events import TaskEvent
 
-__all__ = ["ERROR_COUNTS", "handle", "handle_metric", "raise_custom_alert", "run_stage"]
+__all__ = [
+    "ERROR_COUNTS",
+    "NOTIFY_CHANNELS_KEY",
+    "handle",
+    "handle_metric",
+    "ingest_spool",
+    "raise_custom_alert",
+    "run_stage",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +74,13 @@ def _emit_metrics(event: TaskEvent) -> None:
 
 
 def _raise_alerts(event: TaskEvent) -> None:
-    """Rules -> routing -> store (the alert engine wires this stage)."""
+    """Rules -> routing -> store (the alert engine wires this stage), within the store's time budget."""
     if event.event not in _ALERTING_EVENTS:
         return  # no rule reacts to it, so the store is not touched (task start, skips)
+    _persist(lambda: _record_event_alerts(event), "event", event.to_dict(), wait=_waits_for_store(event))
+
+
+def _record_event_alerts(event: TaskEvent) -> None:
     from tasklens import config, rules
     from tasklens.store import get_store
 
@@ -83,13 +95,83 @@ def _raise_alerts(event: TaskEvent) -> None:
     # median-based duration rule needs the history. Most successes are shorter than the rule's min_duration
     # (5 min built in), so they skip the history read and cost one write transaction.
     keep_event = event.event != "success" or bool(median_rules)
-    _store_alerts(alerts, ruleset, event=event if keep_event else None)
+    _record(alerts, ruleset, event=event if keep_event else None)
 
 
 #: Events the alert rules react to; "running" and "skipped" never touch the store.
 _ALERTING_EVENTS = frozenset({"success", "failed", "up_for_retry", "killed"})
 #: Reserved key of ``raise_custom_alert(data=...)``: explicit channel names (the notifiers use it) instead of routes.
 NOTIFY_CHANNELS_KEY = "_tasklens_channels"
+#: Reports from these sources come from long-lived processes (the scheduler's listener, the api-server's): they
+#: never wait for the store. Everything else runs in a process that may end right after, so it waits (bounded).
+_NON_WAITING_SOURCES = frozenset({"scheduler", "api"})
+
+
+def _waits_for_store(event: TaskEvent) -> bool:
+    return event.source not in _NON_WAITING_SOURCES
+
+
+def _persist(write: Callable[[], None], op: str, payload: Mapping[str, Any], *, wait: bool,
+             stage: str = "alerts") -> None:
+    """Store through the writer thread (spooled when the store cannot take it in time); then, when earlier writes
+    wait in the spool, ingest them in the background."""
+    from tasklens import persist
+    from tasklens.exceptions import StoreError
+
+    def write_then_catch_up() -> None:
+        try:
+            write()
+        except StoreError:
+            raise  # spooled by persist
+        except Exception as exc:
+            if wait:
+                raise  # the caller's stage counts it
+            run_stage(stage, _reraise, exc)  # nobody waits for this write: count it here
+            return
+        if _spool().has_records():
+            persist.run_in_background(ingest_spool)
+
+    persist.persist(write_then_catch_up, op, payload, wait=wait)
+
+
+def _reraise(exc: Exception) -> None:
+    raise exc
+
+
+def _spool() -> Any:
+    from tasklens import config
+    from tasklens.spool import Spool
+
+    return Spool(config.spool_dir())
+
+
+def ingest_spool(*, limit: int = 500, budget_s: float = 10.0) -> int:
+    """Store the writes waiting in the spool (oldest first, at most ``limit``, for about ``budget_s``); returns how
+    many were stored. Raises when the store is still unavailable (the records stay)."""
+    import time
+
+    from tasklens.exceptions import StoreError
+
+    def store_unavailable(exc: Exception) -> bool:
+        return isinstance(exc, StoreError)
+
+    return int(_spool().ingest(_replay, is_transient=store_unavailable, limit=limit,
+                               deadline=time.monotonic() + budget_s))
+
+
+def _replay(op: str, payload: Mapping[str, Any]) -> None:
+    """Repeat one spooled write synchronously (raising, so that a failed one stays in the spool)."""
+    context = payload.get("context")
+    task = TaskEvent.from_dict(context) if isinstance(context, Mapping) else None
+    if op == "event":
+        _record_event_alerts(TaskEvent.from_dict(payload))
+    elif op == "metric":
+        _record_metric_alerts(str(payload["name"]), float(payload["value"]), dict(payload.get("labels") or {}), task)
+    elif op == "custom":
+        _record_custom_alert(str(payload["title"]), str(payload["severity"]), payload.get("template"),
+                             dict(payload.get("data") or {}), task)
+    else:
+        raise ValueError(f"unknown spool record {op!r}")
 
 
 def _median_duration_rules(ruleset: Any) -> list[Any]:
@@ -104,12 +186,14 @@ def _may_exceed_median(rule: Any, event: TaskEvent) -> bool:
     return duration is not None and duration >= rule.min_duration_s and rules.rule_condition(rule)(event)
 
 
-def _store_alerts(alerts: Any, ruleset: Any, *, event: TaskEvent | None = None,
-                  deliveries_for: Callable[[Any], Any] | None = None) -> None:
-    """Route ``alerts`` (muted routes dropped) and record them, with ``event``, in one store transaction."""
+def _record(alerts: Any, ruleset: Any, *, event: TaskEvent | None = None,
+            deliveries_for: Callable[[Any], Any] | None = None) -> None:
+    """Route ``alerts`` (muted routes dropped) and record them, with ``event``, in one store transaction.
+
+    Raises :class:`~tasklens.exceptions.StoreError` when the store cannot take them."""
     from datetime import datetime, timezone
 
-    from tasklens import config, routing
+    from tasklens import routing
     from tasklens.alerts import AlertKind
     from tasklens.store import get_store
 
@@ -127,13 +211,7 @@ def _store_alerts(alerts: Any, ruleset: Any, *, event: TaskEvent | None = None,
             items.append((alert, deliveries, True))  # every route muted: stored as muted, nothing sent
         else:
             items.append((alert, live, False))
-    store = get_store()
-    result = store.record(items, event=event.to_dict() if event is not None else None)
-    budget = config.delivery_budget_s()
-    if budget > 0 and result.queued_delivery_ids:
-        from tasklens import dispatch
-
-        dispatch.deliver_now(store, result.queued_delivery_ids, budget_s=budget)
+    get_store().record(items, event=event.to_dict() if event is not None else None)
 
 
 _EVENT_STAGES: tuple[tuple[str, Callable[[TaskEvent], None]], ...] = (
@@ -158,14 +236,23 @@ def handle_metric(name: str, value: float, labels: Mapping[str, str], context: T
     """A task emitted a custom metric: evaluate the metric threshold rules on it. Never raises."""
 
     def evaluate() -> None:
-        from tasklens import config, rules
+        from tasklens import config
 
-        ruleset = config.ruleset()
-        if not ruleset.rules_of_type("metric"):
+        if not config.ruleset().rules_of_type("metric"):
             return  # the common case: no threshold rules, no store access on every metric
-        _store_alerts(rules.evaluate_metric(name, value, labels, ruleset, context), ruleset)
+        payload = {"name": name, "value": value, "labels": dict(labels),
+                   "context": context.to_dict() if context is not None else None}
+        _persist(lambda: _record_metric_alerts(name, value, labels, context), "metric", payload, wait=True,
+                 stage="alerts.metric")
 
     run_stage("alerts.metric", evaluate)
+
+
+def _record_metric_alerts(name: str, value: float, labels: Mapping[str, str], context: TaskEvent | None) -> None:
+    from tasklens import config, rules
+
+    ruleset = config.ruleset()
+    _record(rules.evaluate_metric(name, value, labels, ruleset, context), ruleset)
 
 
 def raise_custom_alert(title: str, severity: str, template: str | None, data: Mapping[str, Any],
@@ -173,16 +260,24 @@ def raise_custom_alert(title: str, severity: str, template: str | None, data: Ma
     """Task code raised an alert itself (``tasklens.alert(...)``). Never raises."""
 
     def record() -> None:
-        from tasklens import config, rules
-
-        ruleset = config.ruleset()
-        payload = dict(data)
-        channels = payload.pop(NOTIFY_CHANNELS_KEY, None)
-        alert = rules.custom_alert(title, severity, template, payload, context, ruleset)
-        deliveries_for = _explicit_deliveries(channels, ruleset) if channels else None
-        _store_alerts([alert], ruleset, deliveries_for=deliveries_for)
+        payload = {"title": title, "severity": severity, "template": template, "data": dict(data),
+                   "context": context.to_dict() if context is not None else None}
+        _persist(lambda: _record_custom_alert(title, severity, template, data, context), "custom", payload,
+                 wait=True, stage="alerts.custom")
 
     run_stage("alerts.custom", record)
+
+
+def _record_custom_alert(title: str, severity: str, template: str | None, data: Mapping[str, Any],
+                         context: TaskEvent | None) -> None:
+    from tasklens import config, rules
+
+    ruleset = config.ruleset()
+    payload = dict(data)
+    channels = payload.pop(NOTIFY_CHANNELS_KEY, None)
+    alert = rules.custom_alert(title, severity, template, payload, context, ruleset)
+    deliveries_for = _explicit_deliveries(channels, ruleset) if channels else None
+    _record([alert], ruleset, deliveries_for=deliveries_for)
 
 
 def _explicit_deliveries(channels: Any, ruleset: Any) -> Callable[[Any], list[Any]]:

@@ -92,6 +92,8 @@ def reconcile_once(
         return 0  # with tasklens off nothing reports, and every failure would look killed
     now = now or datetime.now(timezone.utc)
     grace = grace if grace is not None else timedelta(seconds=config.reconcile_grace_s())
+    # Reports spooled while the store was away come first: they are the tasks' own words, not kills.
+    pipeline.ingest_spool()
     alert_store = store.get_store()
     # Never look before the store existed: older failures predate tasklens and are not "killed".
     watching_since = alert_store.watching_since() or now

@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -37,12 +38,13 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection, Engine
 
 from tasklens.alerts import Alert, AlertKind, AlertSnapshot, Delivery, Severity, Status
-from tasklens.exceptions import StoreError
+from tasklens.exceptions import StoreError, StoreNotReady
 
 __all__ = [
     "DELIVERY_STATES",
     "HEAD_REVISION",
     "ClaimedDelivery",
+    "MarkResult",
     "RecordResult",
     "Store",
     "get_store",
@@ -56,6 +58,9 @@ log = logging.getLogger(__name__)
 HEAD_REVISION = "0004"
 VERSION_TABLE = "tasklens_alembic_version"
 DELIVERY_STATES = ("pending", "sent", "failed", "dead")
+#: Seconds one store call may wait for a lock, a connection or a statement (``[tasklens] store_timeout_s``).
+DEFAULT_TIMEOUT_S = 3.0
+MIGRATION_TIMEOUT_S = 600.0
 #: Delivery states that still lead to a message (the channel "got or will get" the alert).
 _LIVE_STATES = ("pending", "sent", "failed")
 _UNRESOLVED = (Status.OPEN.value, Status.ACKNOWLEDGED.value, Status.MUTED.value)
@@ -267,7 +272,8 @@ class RecordResult:
 
 @dataclasses.dataclass(frozen=True)
 class ClaimedDelivery:
-    """An outbox row claimed by one dispatcher until ``claimed_until``."""
+    """An outbox row claimed by one dispatcher until ``claimed_until``; ``claim_token`` proves the claim (every
+    mark and renewal checks that the row's ``claimed_by`` is still this token)."""
 
     id: int
     alert_id: int
@@ -280,6 +286,17 @@ class ClaimedDelivery:
     created_at: datetime
     next_attempt_at: datetime
     fallback_channels: tuple[str, ...]
+    claim_token: str
+
+
+@dataclasses.dataclass(frozen=True)
+class MarkResult:
+    """What a mark (sent, failed, dead, cancelled) or a release wrote: ``marked`` rows were still this claim's;
+    ``lost`` rows were not (their lease ran out and another dispatcher claimed them) and were left untouched."""
+
+    marked: tuple[int, ...] = ()
+    lost: tuple[int, ...] = ()
+    queued: tuple[int, ...] = ()  # mark_dead: deliveries queued to fallback channels
 
 
 def _bounded(value: Any, limit: int) -> str | None:
@@ -331,6 +348,23 @@ def _delivery_from_json(data: Mapping[str, Any]) -> Delivery:
     return Delivery(**kwargs)
 
 
+def _postgres_timeouts(url: sa.URL, timeout_s: float) -> dict[str, Any]:
+    """libpq settings that bound every step of a PostgreSQL call to ``timeout_s``: connecting, waiting for a
+    lock, running a statement, and a server that stops answering (keepalives, ``tcp_user_timeout``)."""
+    if url.get_backend_name() != "postgresql" or url.get_driver_name() not in ("psycopg2", "psycopg"):
+        return {}
+    timeout_ms = max(1, int(timeout_s * 1000))
+    return {
+        "connect_timeout": max(2, math.ceil(timeout_s)),  # libpq's minimum is 2 s
+        "options": f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}",
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": timeout_ms,
+    }
+
+
 def _sqlite_path(url: sa.URL) -> Path | None:
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         return None
@@ -372,10 +406,18 @@ class Store:
     ``clock`` returns the current aware UTC datetime (tests inject a fake one).
     """
 
-    def __init__(self, url: str, *, clock: Callable[[], datetime] = _utcnow, migrate: bool = True) -> None:
+    def __init__(
+        self,
+        url: str | sa.URL,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        migrate: bool = True,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
         self.url = sa.make_url(url)
         self.clock = clock
         self.dialect = self.url.get_backend_name()
+        self.timeout_s = timeout_s
         self.engine = self._create_engine()
         self._migrated = False
         self._migrate_lock = threading.Lock()
@@ -389,7 +431,10 @@ class Store:
             path = _sqlite_path(self.url)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(self.url, connect_args={"timeout": 30, "check_same_thread": False})
+            engine = sa.create_engine(
+                self.url, connect_args={"timeout": self.timeout_s, "check_same_thread": False}
+            )
+            busy_timeout_ms = int(self.timeout_s * 1000)
 
             @sa_event.listens_for(engine, "connect")
             def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -397,7 +442,8 @@ class Store:
                 # and turn concurrent writers into "database is locked" instead of waiting.
                 dbapi_connection.isolation_level = None
                 cursor = dbapi_connection.cursor()
-                cursor.execute("PRAGMA busy_timeout=30000")
+                # A locked store makes a writer wait this long, then fail (and spool): never past the time budget.
+                cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA synchronous=NORMAL")
                 cursor.execute("PRAGMA foreign_keys=ON")
@@ -410,7 +456,10 @@ class Store:
                 conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
             return engine
-        return sa.create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        return sa.create_engine(
+            self.url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_timeout=self.timeout_s,
+            connect_args=_postgres_timeouts(self.url, self.timeout_s),
+        )
 
     def _write(self) -> Any:
         return self.engine.begin()
@@ -433,6 +482,26 @@ class Store:
         except sa.exc.ProgrammingError:
             return None
 
+    def ensure_schema(self) -> None:
+        """Check once per store that the schema is at :data:`HEAD_REVISION`; raise :class:`StoreNotReady` if not.
+
+        Processes on a task's or the scheduler's path call this instead of :meth:`migrate`: a migration may
+        rewrite a table, which must never happen inside a task's time budget (``tasklens db upgrade`` and the
+        api-server's start migrate).
+        """
+        if self._migrated:
+            return
+        try:
+            revision = self.schema_revision()
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"could not read the tasklens store's schema version: {exc}") from exc
+        if revision != HEAD_REVISION:
+            raise StoreNotReady(
+                f"the tasklens store is at schema {revision or 'none'}, this tasklens needs {HEAD_REVISION}; "
+                "run `tasklens db upgrade` (the api-server also migrates when it starts)"
+            )
+        self._migrated = True
+
     def migrate(self) -> None:
         """Bring the schema to :data:`HEAD_REVISION`. Safe when several processes call it at once."""
         if self._migrated:
@@ -448,12 +517,21 @@ class Store:
             self._migrated = True
 
     def _upgrade_locked(self) -> None:
-        from alembic import command
         from alembic.config import Config
 
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-        with self._write() as conn:
+        # Migrating is not on a task's path: wait as long as another migrator or a long table rewrite needs.
+        migrator = Store(self.url, clock=self.clock, migrate=False, timeout_s=MIGRATION_TIMEOUT_S)
+        try:
+            self._upgrade_with(migrator, cfg)
+        finally:
+            migrator.dispose()
+
+    def _upgrade_with(self, migrator: Store, cfg: Any) -> None:
+        from alembic import command
+
+        with migrator._write() as conn:
             # One migrator at a time: SQLite's BEGIN IMMEDIATE holds the write lock for this whole transaction;
             # PostgreSQL takes a transaction-scoped advisory lock. Everyone else waits, then finds head applied.
             if self.dialect == "postgresql":
@@ -474,6 +552,7 @@ class Store:
         Each item is ``(alert, deliveries)`` or ``(alert, deliveries, muted)``. Returns what happened; raises
         :class:`StoreError` when the store cannot be written.
         """
+        self.ensure_schema()
         now = self.clock()
         result = RecordResult()
         try:
@@ -837,6 +916,12 @@ class Store:
 
     def recent_durations(self, dag_id: str, task_id: str, *, limit: int = 50) -> tuple[float, ...]:
         """Durations (s) of the last ``limit`` successful attempts of a task, newest first."""
+        try:
+            return self._recent_durations(dag_id, task_id, limit)
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"could not read durations from the tasklens store: {exc}") from exc
+
+    def _recent_durations(self, dag_id: str, task_id: str, limit: int) -> tuple[float, ...]:
         with self._read() as conn:
             rows = conn.execute(
                 sa.select(events_table.c.duration_s)
@@ -857,23 +942,25 @@ class Store:
         self, worker: str, *, limit: int = 200, lease_s: float = 60.0, now: datetime | None = None,
         ids: Sequence[int] | None = None,
     ) -> list[ClaimedDelivery]:
-        """Claim due deliveries for ``worker`` until ``now + lease_s``; other dispatchers skip them meanwhile.
+        """Claim deliveries due at ``now`` for ``worker``, leased for ``lease_s`` on the database's clock; other
+        dispatchers skip them meanwhile. Each call has its own claim token (:attr:`ClaimedDelivery.claim_token`).
 
         PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED``; SQLite: one atomic UPDATE under the write lock.
         """
         now = now or self.clock()
-        until = now + timedelta(seconds=lease_s)
         d = deliveries_table.c
-        due = sa.and_(
-            d.state.in_(("pending", "failed")),
-            d.next_attempt_at <= now,
-            sa.or_(d.claimed_until.is_(None), d.claimed_until < now),
-        )
-        if ids is not None:
-            due = sa.and_(due, d.id.in_(list(ids)))
-        token = f"{worker}#{uuid.uuid4().hex[:8]}"
+        token = f"{worker}#{uuid.uuid4().hex[:12]}"
         try:
             with self._write() as conn:
+                lease_now = self._lease_now(conn)
+                until = lease_now + timedelta(seconds=lease_s)
+                due = sa.and_(
+                    d.state.in_(("pending", "failed")),
+                    d.next_attempt_at <= now,
+                    sa.or_(d.claimed_until.is_(None), d.claimed_until < lease_now),
+                )
+                if ids is not None:
+                    due = sa.and_(due, d.id.in_(list(ids)))
                 candidates = sa.select(d.id).where(due).order_by(d.next_attempt_at, d.id).limit(limit)
                 if self.dialect == "postgresql":
                     claimed_ids = list(conn.execute(candidates.with_for_update(skip_locked=True)).scalars())
@@ -908,103 +995,187 @@ class Store:
                 created_at=r["created_at"],
                 next_attempt_at=r["next_attempt_at"],
                 fallback_channels=tuple(r["fallback_channels"] or ()),
+                claim_token=token,
             )
             for r in rows
         ]
 
-    def _owned(self, ids: Sequence[int]) -> Any:
-        return deliveries_table.c.id.in_(list(ids))
+    def _lease_now(self, conn: Connection) -> datetime:
+        """Now on the database server's clock, which leases are measured on, so dispatchers on hosts whose clocks
+        disagree still agree on when a lease ends. A test's injected ``clock`` stands in for it."""
+        if self.clock is not _utcnow:
+            return self.clock()
+        if self.dialect == "postgresql":
+            value = conn.execute(sa.text("SELECT timezone('UTC', clock_timestamp())")).scalar_one()
+        elif self.dialect == "sqlite":
+            text = conn.exec_driver_sql("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')").scalar_one()
+            value = datetime.fromisoformat(text)
+        else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+            value = conn.execute(sa.select(sa.func.current_timestamp())).scalar_one()
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
-    def release(self, ids: Sequence[int], *, next_attempt_at: datetime) -> None:
-        """Give claimed deliveries back untried (rate limit, ordering): no attempt is counted."""
-        if not ids:
-            return
-        with self._write() as conn:
-            conn.execute(
-                deliveries_table.update()
-                .where(self._owned(ids))
-                .values(claimed_by=None, claimed_until=None, next_attempt_at=next_attempt_at)
-            )
+    def _owned(self, conn: Connection, ids: Sequence[int], token: str) -> list[int]:
+        """The rows of ``ids`` still claimed with ``token`` (locked until the transaction ends on PostgreSQL)."""
+        d = deliveries_table.c
+        query = sa.select(d.id).where(d.id.in_(list(ids)), d.claimed_by == token).order_by(d.id)
+        if self.dialect == "postgresql":
+            query = query.with_for_update()
+        return list(conn.execute(query).scalars())
 
-    def _end_attempt(self, conn: Connection, ids: Sequence[int], now: datetime, **values: Any) -> None:
-        """Record one delivery attempt of the rows this dispatcher owns and release its claim on them."""
-        conn.execute(
-            deliveries_table.update()
-            .where(self._owned(ids))
-            .values(
-                last_attempt_at=now,
-                attempts=deliveries_table.c.attempts + 1,
-                claimed_by=None,
-                claimed_until=None,
-                **values,
-            )
+    @staticmethod
+    def _result(ids: Sequence[int], owned: Sequence[int], queued: Sequence[int] = ()) -> MarkResult:
+        mine = set(owned)
+        return MarkResult(
+            marked=tuple(owned), lost=tuple(i for i in ids if i not in mine), queued=tuple(queued)
         )
 
-    def mark_sent(self, ids: Sequence[int], *, now: datetime | None = None) -> None:
+    def renew(self, ids: Sequence[int], *, token: str, lease_s: float) -> list[int]:
+        """Extend the lease of the rows of ``ids`` still claimed with ``token`` to ``lease_s`` from now (database
+        clock). Returns those rows: the dispatcher sends only them, since another one owns the rest."""
+        if not ids:
+            return []
+        with self._write() as conn:
+            owned = self._owned(conn, ids, token)
+            if owned:
+                until = self._lease_now(conn) + timedelta(seconds=lease_s)
+                conn.execute(
+                    deliveries_table.update().where(deliveries_table.c.id.in_(owned)).values(claimed_until=until)
+                )
+        return owned
+
+    def release(self, ids: Sequence[int], *, token: str, next_attempt_at: datetime) -> MarkResult:
+        """Give claimed deliveries back untried (rate limit, ordering): no attempt is counted."""
+        if not ids:
+            return MarkResult()
+        with self._write() as conn:
+            owned = self._owned(conn, ids, token)
+            if owned:
+                conn.execute(
+                    deliveries_table.update()
+                    .where(deliveries_table.c.id.in_(owned))
+                    .values(claimed_by=None, claimed_until=None, next_attempt_at=next_attempt_at)
+                )
+        return self._result(ids, owned)
+
+    def _end_attempt(
+        self, conn: Connection, ids: Sequence[int], token: str, now: datetime, **values: Any
+    ) -> MarkResult:
+        """Record one delivery attempt of the rows ``token`` still owns and release the claim on them."""
+        owned = self._owned(conn, ids, token)
+        if owned:
+            conn.execute(
+                deliveries_table.update()
+                .where(deliveries_table.c.id.in_(owned))
+                .values(
+                    last_attempt_at=now,
+                    attempts=deliveries_table.c.attempts + 1,
+                    claimed_by=None,
+                    claimed_until=None,
+                    **values,
+                )
+            )
+        return self._result(ids, owned)
+
+    def mark_sent(self, ids: Sequence[int], *, token: str, now: datetime | None = None) -> MarkResult:
         """These deliveries went out (as one message)."""
         if not ids:
-            return
+            return MarkResult()
         now = now or self.clock()
         batch = uuid.uuid4().hex
         with self._write() as conn:
-            self._end_attempt(conn, ids, now, state="sent", sent_at=now, batch_id=batch)
+            return self._end_attempt(conn, ids, token, now, state="sent", sent_at=now, batch_id=batch)
 
     def mark_failed(
-        self, ids: Sequence[int], *, error: str, next_attempt_at: datetime, now: datetime | None = None
-    ) -> None:
+        self, ids: Sequence[int], *, token: str, error: str, next_attempt_at: datetime, now: datetime | None = None
+    ) -> MarkResult:
         """A retryable failure: try again at ``next_attempt_at``."""
         if not ids:
-            return
+            return MarkResult()
         now = now or self.clock()
         with self._write() as conn:
-            self._end_attempt(
-                conn, ids, now, state="failed", last_error=_bounded(error, MAX_ERROR), next_attempt_at=next_attempt_at
+            return self._end_attempt(
+                conn, ids, token, now, state="failed", last_error=_bounded(error, MAX_ERROR),
+                next_attempt_at=next_attempt_at,
             )
+
+    def mark_cancelled(
+        self, ids: Sequence[int], *, token: str, reason: str, now: datetime | None = None
+    ) -> MarkResult:
+        """Never send these deliveries (a resolve notice for an alert that never reached its channel). They are
+        kept as ``dead`` with ``reason``, the alert is not flagged, and ``tasklens replay`` brings them back with
+        the alert's own dead delivery."""
+        if not ids:
+            return MarkResult()
+        with self._write() as conn:
+            owned = self._owned(conn, ids, token)
+            if owned:
+                conn.execute(
+                    deliveries_table.update()
+                    .where(deliveries_table.c.id.in_(owned))
+                    .values(state="dead", last_error=_bounded(reason, MAX_ERROR), claimed_by=None, claimed_until=None)
+                )
+        return self._result(ids, owned)
 
     def mark_dead(
         self,
         ids: Sequence[int],
         *,
+        token: str,
         error: str,
         fallback: Sequence[tuple[str, str]] = (),
         now: datetime | None = None,
-    ) -> list[int]:
+    ) -> MarkResult:
         """Give up on these deliveries: flag their alerts undelivered and queue them to ``fallback`` channels
-        (``(name, type)`` pairs; channels that already failed them are skipped). Returns the new delivery ids."""
+        (``(name, type)`` pairs; channels that already had them are skipped). A fallback channel that gets an
+        alert already resolved gets its resolve notice too; a resolve notice itself has no fallback (it goes only
+        where the alert went). ``MarkResult.queued`` holds the new delivery ids."""
         if not ids:
-            return []
+            return MarkResult()
         now = now or self.clock()
         error = _bounded(error, MAX_ERROR) or "unknown error"
+        d = deliveries_table.c
         queued: list[int] = []
         with self._write() as conn:
+            ended = self._end_attempt(conn, ids, token, now, state="dead", last_error=error)
+            if not ended.marked:
+                return ended
             rows = conn.execute(
-                sa.select(deliveries_table).where(self._owned(ids))
+                sa.select(deliveries_table).where(d.id.in_(ended.marked)).order_by(d.id)
             ).mappings().all()
-            self._end_attempt(conn, ids, now, state="dead", last_error=error)
             alert_ids = sorted({r["alert_id"] for r in rows})
             conn.execute(
                 alerts_table.update()
                 .where(alerts_table.c.id.in_(alert_ids))
-                .values(undelivered=True, last_error=f"{rows[0]['channel'] if rows else '?'}: {error}")
+                .values(undelivered=True, last_error=f"{rows[0]['channel']}: {error}")
+            )
+            resolved = set(
+                conn.execute(
+                    sa.select(alerts_table.c.id).where(
+                        alerts_table.c.id.in_(alert_ids), alerts_table.c.status == Status.RESOLVED.value
+                    )
+                ).scalars()
             )
             for row in rows:
+                if row["kind"] == "resolve":
+                    continue
                 for name, channel_type in fallback:
-                    if name == row["channel"]:
-                        continue
-                    tried = conn.execute(
-                        sa.select(sa.func.count()).where(
-                            deliveries_table.c.alert_id == row["alert_id"],
-                            deliveries_table.c.channel == name,
-                            deliveries_table.c.kind == row["kind"],
-                        )
-                    ).scalar()
-                    if tried:
+                    if name == row["channel"] or self._has_delivery(conn, row["alert_id"], name, row["kind"]):
                         continue
                     delivery = Delivery(
                         route=row["route"], channel=name, channel_type=channel_type, group_key=row["group_key"]
                     )
                     queued.append(self._queue(conn, row["alert_id"], row["kind"], delivery, now))
-        return queued
+                    if row["alert_id"] in resolved and not self._has_delivery(
+                        conn, row["alert_id"], name, "resolve"
+                    ):
+                        queued.append(self._queue(conn, row["alert_id"], "resolve", delivery, now))
+        return dataclasses.replace(ended, queued=tuple(queued))
+
+    @staticmethod
+    def _has_delivery(conn: Connection, alert_id: int, channel: str, kind: str) -> bool:
+        d = deliveries_table.c
+        query = sa.select(d.id).where(d.alert_id == alert_id, d.channel == channel, d.kind == kind).limit(1)
+        return conn.execute(query).first() is not None
 
     def pending_delivery_before(self, alert_id: int, channel: str, delivery_id: int) -> datetime | None:
         """When an earlier, unsent message of ``alert_id`` to ``channel`` is due (resolve notices wait for it)."""
@@ -1020,30 +1191,62 @@ class Store:
                 )
             ).scalar()
 
+    def delivered_before(self, alert_id: int, channel: str, delivery_id: int) -> bool:
+        """Whether an earlier message of ``alert_id`` (not a resolve notice) went out to ``channel``."""
+        d = deliveries_table.c
+        query = sa.select(d.id).where(
+            d.alert_id == alert_id, d.channel == channel, d.id < delivery_id, d.kind != "resolve", d.state == "sent"
+        )
+        with self._read() as conn:
+            return conn.execute(query.limit(1)).first() is not None
+
     def queue_escalations(
         self, *, now: datetime | None = None, channel_types: Callable[[str], str] | None = None
     ) -> list[int]:
-        """Alerts still open past their ``escalate_at`` go to their escalation channels, once."""
+        """Alerts still open past a route's ``escalate_after`` go to that route's escalation channels, once per
+        channel; each route escalates at its own time.
+
+        Safe with several dispatchers: each due alert is taken by one of them (``FOR UPDATE SKIP LOCKED`` on
+        PostgreSQL, the write lock on SQLite) and its update is conditional on it being still due and unchanged.
+        """
         now = now or self.clock()
-        a = alerts_table.c
+        a, d = alerts_table.c, deliveries_table.c
         queued: list[int] = []
         with self._write() as conn:
-            rows = conn.execute(
-                sa.select(a.id, a.routes, a.first_seen).where(
-                    a.status == Status.OPEN.value, a.escalate_at <= now, a.escalated_at.is_(None)
+            query = (
+                sa.select(a.id, a.routes, a.first_seen, a.escalate_at)
+                .where(a.status == Status.OPEN.value, a.escalate_at <= now, a.escalated_at.is_(None))
+                .order_by(a.id)
+            )
+            if self.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            for row in conn.execute(query).mappings().all():
+                escalated = set(
+                    conn.execute(sa.select(d.channel).where(d.alert_id == row["id"], d.kind == "escalation")).scalars()
                 )
-            ).mappings().all()
-            for row in rows:
-                done: set[str] = set()
+                due: list[Delivery] = []
+                later: list[datetime] = []
                 for route in (_delivery_from_json(r) for r in row["routes"] or ()):
-                    if route.escalate_after_s is None:
+                    if route.escalate_after_s is None or set(route.escalation_channels) <= escalated:
                         continue
-                    if (now - row["first_seen"]).total_seconds() < route.escalate_after_s:
-                        continue
+                    at = row["first_seen"] + timedelta(seconds=route.escalate_after_s)
+                    if at <= now:
+                        due.append(route)
+                    else:
+                        later.append(at)
+                next_at = min(later, default=None)
+                taken = conn.execute(
+                    alerts_table.update()
+                    .where(a.id == row["id"], a.escalated_at.is_(None), a.escalate_at == row["escalate_at"])
+                    .values(escalate_at=next_at or row["escalate_at"], escalated_at=None if next_at else now)
+                ).rowcount
+                if not taken:  # another dispatcher escalated it first
+                    continue
+                for route in due:
                     for name in route.escalation_channels:
-                        if name in done:
+                        if name in escalated:
                             continue
-                        done.add(name)
+                        escalated.add(name)
                         delivery = Delivery(
                             route=route.route,
                             channel=name,
@@ -1052,7 +1255,6 @@ class Store:
                             fallback_channels=route.fallback_channels,
                         )
                         queued.append(self._queue(conn, row["id"], "escalation", delivery, now))
-                conn.execute(alerts_table.update().where(a.id == row["id"]).values(escalated_at=now))
         return queued
 
     def replay(self, *, now: datetime | None = None) -> int:
@@ -1264,19 +1466,37 @@ class Store:
         """Delete what is older than ``older_than``: events, sent deliveries, and resolved alerts with their
         occurrences and deliveries (the dispatcher's housekeeping, ``retention_days``). Returns the rows deleted.
 
-        Open, acknowledged and muted alerts stay however old they are, and so does a resolved alert with a
-        message still to send (its resolve notice, say): pruning never loses a delivery.
+        Nothing an unresolved (open, acknowledged, muted) alert still needs goes, however old: the alert, its
+        occurrences, its deliveries (its resolve notice goes where they went) and the events of the task instances
+        it counts. A resolved alert with a message still to send (its resolve notice, say) stays too: pruning never
+        loses a delivery.
         """
         cutoff = (now or self.clock()) - older_than
-        a, d = alerts_table.c, deliveries_table.c
+        a, d, e, o = alerts_table.c, deliveries_table.c, events_table.c, occurrences_table.c
         unsent = sa.select(d.alert_id).where(d.state.in_(("pending", "failed")))
+        unresolved = sa.select(a.id).where(a.status.in_(_UNRESOLVED))
         old_resolved = sa.select(a.id).where(
             a.status == Status.RESOLVED.value, a.last_seen < cutoff, a.id.not_in(unsent)
         )
+        counted_by_unresolved = (
+            sa.select(o.id)
+            .where(
+                o.alert_id.in_(unresolved),
+                o.dag_id == e.dag_id,
+                o.task_id == e.task_id,
+                o.run_id == e.run_id,
+                o.map_index == e.map_index,
+            )
+            .exists()
+        )
         with self._write() as conn:
             alert_ids = list(conn.execute(old_resolved).scalars())
-            removed = conn.execute(events_table.delete().where(events_table.c.ts < cutoff)).rowcount
-            removed += conn.execute(deliveries_table.delete().where(d.state == "sent", d.sent_at < cutoff)).rowcount
+            removed = conn.execute(
+                events_table.delete().where(e.ts < cutoff, ~counted_by_unresolved)
+            ).rowcount
+            removed += conn.execute(
+                deliveries_table.delete().where(d.state == "sent", d.sent_at < cutoff, d.alert_id.not_in(unresolved))
+            ).rowcount
             for start in range(0, len(alert_ids), 500):  # bounded IN lists; children first, explicitly
                 chunk = alert_ids[start : start + 500]
                 occurrences = occurrences_table.delete().where(occurrences_table.c.alert_id.in_(chunk))
@@ -1296,11 +1516,14 @@ _stores: dict[tuple[str, int], Store] = {}
 _stores_lock = threading.Lock()
 
 
-def get_store(url: str | None = None) -> Store:
-    """The process's store for ``url`` (default ``config.store_url()``), migrated on first use."""
-    if url is None:
-        from tasklens import config
+def get_store(url: str | None = None, *, migrate: bool = False) -> Store:
+    """The process's store for ``url`` (default ``config.store_url()``) with ``[tasklens] store_timeout_s``.
 
+    It is not migrated unless ``migrate`` (the CLI and the api-server's start); writes check the schema instead.
+    """
+    from tasklens import config
+
+    if url is None:
         url = config.store_url()
     key = (url, os.getpid())  # a forked child must not share its parent's connections
     store = _stores.get(key)
@@ -1308,8 +1531,13 @@ def get_store(url: str | None = None) -> Store:
         with _stores_lock:
             store = _stores.get(key)
             if store is None:
-                store = Store(url)
+                try:
+                    store = Store(url, migrate=False, timeout_s=config.store_timeout_s())
+                except Exception as exc:  # a missing driver, a malformed URL: unavailable until fixed
+                    raise StoreError(f"could not open the tasklens store: {type(exc).__name__}: {exc}") from exc
                 _stores[key] = store
+    if migrate:
+        store.migrate()
     return store
 
 

@@ -95,6 +95,10 @@ class PostgresServer:
             "initdb", "-D", str(self.datadir), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
             "--locale=C", "--no-sync",
         )
+        self._pg_ctl_start()
+        return self
+
+    def _pg_ctl_start(self) -> None:
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socketdir} "
             # Throwaway cluster: durability off, small footprint on a shared 2-core machine.
@@ -108,7 +112,14 @@ class PostgresServer:
         )
         self.pid = int((self.datadir / "postmaster.pid").read_text().splitlines()[0])
         self._wait_ready()
-        return self
+
+    def pause(self) -> None:
+        """Stop the server but keep its data (clients get "connection refused") until :meth:`resume`."""
+        self._run("pg_ctl", "stop", "-D", str(self.datadir), "-m", "fast", "-w", "-t", "30", timeout=40)
+
+    def resume(self) -> None:
+        """Start the server again on the same port with the same data."""
+        self._pg_ctl_start()
 
     def _wait_ready(self) -> None:
         import psycopg2

@@ -94,8 +94,9 @@ def _template_db(timeout: float) -> Path:
     return template
 
 
-def migrate(env: Mapping[str, str], timeout: float = 180) -> None:
-    """Give ``env``'s AIRFLOW_HOME a migrated SQLite metadata DB and the SimpleAuthManager passwords."""
+def migrate(env: Mapping[str, str], timeout: float = 180, *, store: bool = True) -> None:
+    """Give ``env``'s AIRFLOW_HOME a migrated SQLite metadata DB, the SimpleAuthManager passwords and (``store``)
+    a migrated tasklens store."""
     home = Path(env["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(USERS))
@@ -105,6 +106,17 @@ def migrate(env: Mapping[str, str], timeout: float = 180) -> None:
     # the 5 s busy timeout ("database is locked" -> HTTP 500 on a trigger).
     with contextlib.closing(sqlite3.connect(home / "airflow.db")) as db:
         db.execute("PRAGMA journal_mode=WAL")
+    if store:
+        migrate_tasklens_store(env)
+
+
+def migrate_tasklens_store(env: Mapping[str, str]) -> None:
+    """What a deployment does once with ``tasklens db upgrade``: tasks and the scheduler never migrate the store."""
+    from tasklens.store import Store
+
+    url = env.get("AIRFLOW__TASKLENS__STORE_URL")
+    if url:
+        Store(url).dispose()
 
 
 def dags_test(
@@ -135,8 +147,11 @@ class AirflowStack:
     ...     assert stack.wait_for_run("my_dag", run_id) == "success"
     """
 
-    def __init__(self, home: Path, dags_folder: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, home: Path, dags_folder: Path, env: Mapping[str, str] | None = None, *, migrate_store: bool = True
+    ) -> None:
         self.home = Path(home)
+        self.migrate_store = migrate_store  # False: the api-server's start is what migrates the tasklens store
         self.dags_folder = Path(dags_folder)
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}"
@@ -168,7 +183,7 @@ class AirflowStack:
         self.stop()
 
     def start(self, timeout: float = 240) -> None:
-        migrate(self.env)
+        migrate(self.env, store=self.migrate_store)
         logs = self.home / "component-logs"
         logs.mkdir(parents=True, exist_ok=True)
         for name in ("api-server", "scheduler", "dag-processor"):

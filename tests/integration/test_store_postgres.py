@@ -6,11 +6,13 @@ are separate OS processes (spawned, like Celery workers and api-servers are), ea
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import queue as queue_module
+import threading
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from itertools import count
 from typing import Any
 
@@ -20,6 +22,8 @@ import sqlalchemy as sa
 from tasklens.alerts import Alert, AlertKind, Delivery, Severity
 from tasklens.store import Store, alerts_table, deliveries_table, occurrences_table
 from tests.integration.postgres import PostgresServer, postgres_server
+from tests.unit.test_dispatch import SlowChannels, real_clock_dispatcher, run_dispatchers_until_drained
+from tests.unit.test_store import make_alert, slack
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +97,7 @@ def _dispatch(url: str, name: str, barrier: Any, results: Any) -> None:
             break
         ids = [d.id for d in batch]
         claimed.extend(ids)
-        store.mark_sent(ids)
+        store.mark_sent(ids, token=batch[0].claim_token)
     store.dispose()
     results.put((name, claimed))
 
@@ -197,24 +201,93 @@ def test_two_dispatchers_never_deliver_a_row_twice(store_url: str) -> None:
 
 
 def test_claim_lease_keeps_rows_from_a_second_dispatcher_until_it_expires(store_url: str) -> None:
-    """On PostgreSQL a claimed row is invisible to another dispatcher while its lease runs and claimable after."""
+    """On PostgreSQL a claimed row is invisible to another dispatcher while its lease runs (database clock) and
+    claimable after."""
     store = Store(store_url)
     try:
         store.record([(_alert("lease", task_id="lease", try_number=1), [DELIVERY])])
-        now = store.clock()
-        first = store.claim("dispatcher-a", lease_s=60, now=now)
+        first = store.claim("dispatcher-a", lease_s=1)
         assert len(first) == 1
-        assert store.claim("dispatcher-b", lease_s=60, now=now + timedelta(seconds=59)) == []
-        second = store.claim("dispatcher-b", lease_s=60, now=now + timedelta(seconds=61))
+        assert store.claim("dispatcher-b", lease_s=60) == []
+        deadline = time.monotonic() + 30
+        second: list[Any] = []
+        while not second and time.monotonic() < deadline:
+            time.sleep(0.2)
+            second = store.claim("dispatcher-b", lease_s=60)
         assert [d.id for d in second] == [first[0].id]
     finally:
         store.dispose()
 
 
+def test_leases_run_on_the_database_clock_on_postgresql(store_url: str) -> None:
+    """A dispatcher whose host clock is an hour behind holds its lease for lease_s of PostgreSQL's time: one with
+    a correct clock cannot take its rows a moment later."""
+    two_hours_ago = datetime.now(timezone.utc) - timedelta(hours=2)
+    old = Store(store_url, clock=lambda: two_hours_ago)
+    old.record([(_alert("skew", task_id="skew", try_number=1), [DELIVERY])])  # due since two hours ago
+    old.dispose()
+    store = Store(store_url)
+    try:
+        behind = store.claim("behind", lease_s=60, now=datetime.now(timezone.utc) - timedelta(hours=1))
+        assert len(behind) == 1
+        assert store.claim("correct", lease_s=60, now=datetime.now(timezone.utc)) == []
+    finally:
+        store.dispose()
+
+
+def test_a_lease_expiring_mid_pass_never_sends_a_message_twice_on_postgresql(store_url: str) -> None:
+    """Lease 1 s, sends of 1.5 s, two dispatchers with their own engines on one PostgreSQL outbox: each message
+    goes out exactly once."""
+    stores = [Store(store_url), Store(store_url)]
+    try:
+        for i in range(6):
+            stores[0].record([(make_alert(task_id=f"t{i}"), [slack(channel=f"c{i}", group_key=f"g{i}")])])
+        channels = SlowChannels(send_s=1.5)
+        dispatchers = [real_clock_dispatcher(s, channels, f"d{n}") for n, s in enumerate(stores)]
+        run_dispatchers_until_drained(stores[0], dispatchers)
+        assert sorted(n.channel for n in channels.sent) == [f"c{i}" for i in range(6)]
+        assert sum(d.totals.lost for d in dispatchers) > 0  # one took rows over from the other mid-pass
+    finally:
+        for s in stores:
+            s.dispose()
+
+
+def test_dispatchers_escalating_at_once_escalate_each_alert_once(store_url: str) -> None:
+    """Four dispatchers (threads, own engines) queue escalations of the same 100 due alerts at the same moment:
+    exactly one escalation per alert (FOR UPDATE SKIP LOCKED and a conditional update)."""
+    store = Store(store_url)
+    escalating = dataclasses.replace(DELIVERY, escalate_after_s=60, escalation_channels=("pager",))
+    for i in range(100):
+        store.record([(_alert(f"esc-{i}", task_id=f"esc{i}", try_number=1), [escalating])])
+    later = datetime.now(timezone.utc) + timedelta(minutes=5)
+    stores = [Store(store_url, migrate=False) for _ in range(4)]
+    barrier = threading.Barrier(len(stores))
+    queued: list[int] = []
+    errors: list[BaseException] = []
+
+    def escalate(own: Store) -> None:
+        try:
+            barrier.wait(timeout=30)
+            queued.extend(own.queue_escalations(now=later))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=escalate, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    try:
+        assert not errors, errors
+        per_alert = Counter(d["alert_id"] for d in store.deliveries() if d["kind"] == "escalation")
+        assert len(queued) == 100 and len(per_alert) == 100 and set(per_alert.values()) == {1}
+    finally:
+        for s in [store, *stores]:
+            s.dispose()
+
+
 def test_success_resolves_only_its_task_on_postgresql(store_url: str) -> None:
     """A success's resolve candidates close its own open alert (and queue a resolve notice), nothing else."""
-    import dataclasses
-
     store = Store(store_url)
     try:
         store.record([(_alert("a", task_id="extract", try_number=1), [DELIVERY])])

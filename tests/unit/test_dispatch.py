@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -302,8 +304,6 @@ def test_drain_sleeps_with_the_injected_sleep(store, clock, channels):
 @pytest.mark.parametrize(("retention_days", "kept"), [("30", 0), ("0", 1)])
 def test_first_pass_applies_retention_days(store, clock, channels, monkeypatch, retention_days, kept):
     """The dispatcher prunes on its first pass (then hourly) by [tasklens] retention_days; 0 keeps everything."""
-    import threading
-
     from tasklens import config
 
     monkeypatch.setenv("AIRFLOW__TASKLENS__RETENTION_DAYS", retention_days)
@@ -318,3 +318,142 @@ def test_first_pass_applies_retention_days(store, clock, channels, monkeypatch, 
     finally:
         config.reset()
     assert len(store.list_alerts()) == kept
+
+
+class SlowChannels(FakeChannels):
+    """Every send takes ``send_s`` of real time (a slow Slack), thread-safe."""
+
+    def __init__(self, send_s: float) -> None:
+        super().__init__()
+        self.send_s = send_s
+        self.lock = threading.Lock()
+
+    def factory(self, name: str, channel_type: str, options: object) -> SlowChannels._SlowTarget:
+        return SlowChannels._SlowTarget(self, name)
+
+    class _SlowTarget:
+        def __init__(self, owner: SlowChannels, name: str) -> None:
+            self.owner, self.name = owner, name
+
+        def send(self, notification: Notification, *, timeout_s: float | None = None) -> None:
+            time.sleep(self.owner.send_s)
+            with self.owner.lock:
+                self.owner.sent.append(notification)
+
+
+def run_dispatchers_until_drained(store: Store, dispatchers: list[Dispatcher], deadline_s: float = 60.0) -> None:
+    """Each dispatcher passes in its own thread, back to back, until nothing is left to send."""
+    errors: list[BaseException] = []
+
+    def loop(dispatcher: Dispatcher) -> None:
+        end = time.monotonic() + deadline_s
+        try:
+            while time.monotonic() < end and store.next_due() is not None:
+                dispatcher.run_once()
+                time.sleep(0.05)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=loop, args=(d,)) for d in dispatchers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert store.next_due() is None, "the outbox was not drained"
+
+
+def real_clock_dispatcher(store: Store, channels: FakeChannels, worker: str) -> Dispatcher:
+    return Dispatcher(
+        store,
+        settings=DispatcherSettings(lease_s=1.0, timeout_s=2.0, backoff_jitter_s=0.0),
+        channel_config=lambda name: ChannelConfig(type="slack", options={}, rate_per_s=0.0),
+        channel_factory=channels.factory,
+        base_url="http://airflow",
+        worker=worker,
+    )
+
+
+def test_a_lease_expiring_mid_pass_never_sends_a_message_twice(tmp_path):
+    """Lease 1 s, sends of 1.5 s, two dispatchers on one store (real clocks): the first renews the lease of each
+    message right before sending it, the second takes over the rest, and no message goes out twice."""
+    store = Store(f"sqlite:///{tmp_path / 'lease.db'}")  # the real clock: leases on the database's clock
+    try:
+        for i in range(6):
+            store.record([(make_alert(task_id=f"t{i}"), [slack(channel=f"c{i}", group_key=f"g{i}")])])
+        channels = SlowChannels(send_s=1.5)
+        first = real_clock_dispatcher(store, channels, "first")
+        second = real_clock_dispatcher(store, channels, "second")
+        run_dispatchers_until_drained(store, [first, second])
+        sent_to = sorted(n.channel for n in channels.sent)
+        assert sent_to == [f"c{i}" for i in range(6)], f"sent more than once: {sent_to}"
+        assert {d["state"] for d in store.deliveries()} == {"sent"}
+        assert first.totals.deliveries_sent + second.totals.deliveries_sent == 6
+        # The second dispatcher took rows over from the first mid-pass (else this test proved nothing).
+        assert first.totals.lost > 0 and second.totals.deliveries_sent > 0
+    finally:
+        store.dispose()
+
+
+def test_resolve_is_not_sent_where_the_alert_itself_died(store, clock, channels):
+    """Resolved inside group_wait, then Slack rejects the alert for good: Slack never gets a resolve notice for an
+    alert it never showed; the notice is kept, not sent, and the alert is flagged undelivered."""
+    failure = make_alert()
+    store.record([(failure, [slack(group_wait_s=30)])])
+    clock.advance(5)
+    store.record([(resolve_of(failure), ())])
+    channels.failures["slack"] = [DeliveryError("HTTP 404 no_service", retryable=False)]
+    report = make_dispatcher(store, clock, channels).drain()
+    assert channels.sent == [] and channels.attempts == ["slack"]
+    assert report.dead == 1 and report.cancelled == 1
+    states = [(d["kind"], d["state"]) for d in store.deliveries()]
+    assert states == [("alert", "dead"), ("resolve", "dead")]
+    assert "never reached" in store.deliveries()[1]["last_error"]
+
+
+def test_fallback_channel_that_got_the_alert_gets_its_resolve(store, clock, channels):
+    """Resolved while Slack still retried, then Slack rejects the alert for good: email (the fallback) gets the
+    alert and then its resolve notice; Slack, which would accept the notice, gets neither."""
+    failure = make_alert()
+    store.record([(failure, [slack(fallback_channels=("email",))])])
+    channels.failures["slack"] = [DeliveryError("HTTP 500"), DeliveryError("HTTP 404", retryable=False)]
+    dispatcher = make_dispatcher(store, clock, channels)
+    dispatcher.run_once()
+    clock.advance(10)
+    store.record([(resolve_of(failure), ())])
+    dispatcher.drain()
+    assert [n.kind for n in channels.to("email")] == ["alert", "resolve"]
+    assert channels.to("slack") == []
+
+
+def test_each_route_escalates_at_its_own_escalate_after(store, clock, channels):
+    """Two routes of one alert escalate after 10 and 30 minutes: each at its own time, each once."""
+    store.record([(make_alert(), [
+        slack(route="team", escalate_after_s=600, escalation_channels=("email",)),
+        slack(route="oncall", channel="ops", escalate_after_s=1800, escalation_channels=("pager",)),
+    ])])
+    dispatcher = make_dispatcher(store, clock, channels)
+    dispatcher.run_once()
+    clock.advance(600)
+    dispatcher.run_once()
+    assert [n.kind for n in channels.to("email")] == ["escalation"] and channels.to("pager") == []
+    clock.advance(1200)
+    dispatcher.run_once()
+    clock.advance(3600)
+    dispatcher.run_once()
+    assert [n.kind for n in channels.to("email")] == ["escalation"]
+    assert [n.kind for n in channels.to("pager")] == ["escalation"]
+
+
+@pytest.mark.parametrize("retry_after", [float("inf"), 1e12, -5.0, float("nan")])
+def test_any_retry_after_is_capped_and_the_outbox_keeps_flowing(store, clock, channels, retry_after):
+    """A channel's Retry-After of inf, 1e12, -5 or NaN neither breaks the pass nor parks the channel: the wait is
+    at most backoff_max_s and the message goes out after it."""
+    channels.failures["slack"] = [DeliveryError("429", retryable=True, retry_after_s=retry_after)]
+    store.record([(make_alert(), [slack()])])
+    dispatcher = make_dispatcher(store, clock, channels, backoff_max_s=300)
+    assert dispatcher.run_once().failed == 1
+    (row,) = store.deliveries()
+    assert row["claimed_by"] is None and row["next_attempt_at"] <= clock.now + timedelta(seconds=300)
+    dispatcher.drain()
+    assert len(channels.sent) == 1

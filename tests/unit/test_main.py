@@ -105,7 +105,7 @@ def test_test_alert_email_sends_through_smtp(monkeypatch, capsys):
 
 def test_dispatch_once_delivers_the_outbox(monkeypatch, capsys):
     """dispatch --once sends what is due and reports it."""
-    get_store().record([(make_alert(), [slack()])])
+    get_store(migrate=True).record([(make_alert(), [slack()])])
     with SlackSink() as sink:
         monkeypatch.setenv("AIRFLOW_CONN_TASKLENS_SLACK", sink.conn_uri())
         assert main(["dispatch", "--once"]) == 0
@@ -114,11 +114,48 @@ def test_dispatch_once_delivers_the_outbox(monkeypatch, capsys):
 
 def test_replay_requeues_undelivered(capsys):
     """replay puts dead deliveries back in the outbox."""
-    store = get_store()
+    store = get_store(migrate=True)
     store.record([(make_alert(), [slack()])])
-    store.mark_dead([store.claim("t")[0].id], error="down")
+    (claimed,) = store.claim("t")
+    store.mark_dead([claimed.id], token=claimed.claim_token, error="down")
     assert main(["replay"]) == 0
     assert "re-queued 1" in capsys.readouterr().out and store.deliveries()[0]["state"] == "pending"
+
+
+def test_db_upgrade_migrates_once_and_then_reports_head(capsys):
+    """db upgrade brings a new store to the head schema; run again, it says there is nothing to do."""
+    assert get_store().schema_revision() is None
+    assert main(["db", "upgrade"]) == 0
+    assert f"migrated from schema none to {HEAD_REVISION}" in capsys.readouterr().out
+    assert get_store().schema_revision() == HEAD_REVISION
+    assert main(["db", "upgrade"]) == 0
+    assert f"already at schema {HEAD_REVISION}" in capsys.readouterr().out
+
+
+def test_dispatch_refuses_an_unmigrated_store_and_names_the_fix(capsys):
+    """The dispatcher process never migrates: on an old schema it exits 1 and says to run db upgrade."""
+    assert main(["dispatch", "--once"]) == 1
+    assert "tasklens db upgrade" in capsys.readouterr().out
+    assert get_store().schema_revision() is None
+
+
+def test_spool_ingest_stores_what_was_spooled(tmp_path, monkeypatch, capsys):
+    """spool ingest stores a failure spooled while the store was unmigrated, and empties the spool."""
+    monkeypatch.setenv("AIRFLOW__TASKLENS__SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("AIRFLOW__TASKLENS__EVENTS_PATH", "")
+    config.reset()
+    from tasklens import pipeline
+    from tasklens.events import TaskEvent
+
+    pipeline.handle(TaskEvent(event="failed", dag_id="etl", task_id="load", run_id="r1", exception_type="ValueError"))
+    assert list((tmp_path / "spool").glob("*.json")) and get_store().schema_revision() is None
+    assert main(["spool", "ingest"]) == 1  # still unmigrated: the record stays
+    assert "tasklens db upgrade" in capsys.readouterr().out and list((tmp_path / "spool").glob("*.json"))
+    assert main(["db", "upgrade"]) == 0
+    assert main(["spool", "ingest"]) == 0
+    assert "stored 1 of 1" in capsys.readouterr().out
+    assert [a["dag_id"] for a in get_store().list_alerts()] == ["etl"]
+    assert not list((tmp_path / "spool").iterdir())
 
 
 def test_python_dash_m_tasklens_runs_the_cli():

@@ -48,13 +48,14 @@ def test_running_event_does_not_touch_the_store(monkeypatch):
     pipeline._raise_alerts(TaskEvent(event="running", dag_id="etl", task_id="load", run_id="r1"))
 
 
-def test_handle_never_raises_when_the_store_is_unreachable(monkeypatch):
-    """A broken store URL is counted as an alerts-stage error; handle() returns normally."""
-    monkeypatch.setenv("AIRFLOW__TASKLENS__STORE_URL", "postgresql://nobody@127.0.0.1:1/none")
+def test_handle_never_raises_when_the_store_is_unreachable(monkeypatch, tmp_path):
+    """An unreachable store: handle() returns normally and the failure waits in the spool, not lost."""
+    monkeypatch.setenv("AIRFLOW__TASKLENS__STORE_URL", "postgresql+psycopg2://nobody@127.0.0.1:1/none")
     config.reset()
     reset_stores()
     pipeline.handle(failed())
-    assert pipeline.ERROR_COUNTS["alerts"] == 1
+    (record,) = (tmp_path / "spool").glob("*.json")
+    assert '"op": "event"' in record.read_text() and not pipeline.ERROR_COUNTS
 
 
 def test_raise_custom_alert_records_a_custom_alert_with_its_data():

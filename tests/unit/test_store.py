@@ -218,7 +218,7 @@ def test_sent_delivery_is_not_claimed_again(store):
     """mark_sent is final."""
     store.record([(make_alert(), [slack()])])
     claimed = store.claim("a")
-    store.mark_sent([c.id for c in claimed])
+    store.mark_sent([c.id for c in claimed], token=claimed[0].claim_token)
     assert store.claim("b") == []
     assert store.deliveries()[0]["state"] == "sent"
 
@@ -227,7 +227,10 @@ def test_failed_delivery_comes_back_at_its_next_attempt(store, clock):
     """mark_failed keeps the row and makes it due again later."""
     store.record([(make_alert(), [slack()])])
     claimed = store.claim("a")
-    store.mark_failed([claimed[0].id], error="HTTP 500", next_attempt_at=clock.now + timedelta(seconds=5))
+    store.mark_failed(
+        [claimed[0].id], token=claimed[0].claim_token, error="HTTP 500",
+        next_attempt_at=clock.now + timedelta(seconds=5),
+    )
     assert store.claim("a") == []
     clock.advance(5)
     again = store.claim("a")
@@ -238,18 +241,21 @@ def test_dead_delivery_flags_alert_undelivered_and_queues_fallback(store):
     """Giving up never drops an alert: it is flagged with the error and goes to the fallback channel."""
     store.record([(make_alert(), [slack(fallback_channels=("email",))])])
     claimed = store.claim("a")
-    queued = store.mark_dead([claimed[0].id], error="HTTP 404", fallback=[("email", "email")])
+    queued = store.mark_dead(
+        [claimed[0].id], token=claimed[0].claim_token, error="HTTP 404", fallback=[("email", "email")]
+    ).queued
     alert = store.list_alerts()[0]
     assert alert["undelivered"] is True and "HTTP 404" in alert["last_error"]
     rows = store.deliveries()
     assert [(r["channel"], r["state"]) for r in rows] == [("slack", "dead"), ("email", "pending")]
-    assert queued == [rows[1]["id"]]
+    assert queued == (rows[1]["id"],)
 
 
 def test_replay_requeues_dead_deliveries(store):
     """tasklens replay puts dead deliveries back in the outbox and clears the undelivered flag."""
     store.record([(make_alert(), [slack()])])
-    store.mark_dead([store.claim("a")[0].id], error="down")
+    (claimed,) = store.claim("a")
+    store.mark_dead([claimed.id], token=claimed.claim_token, error="down")
     assert store.replay() == 1
     assert store.deliveries()[0]["state"] == "pending" and store.list_alerts()[0]["undelivered"] is False
 
@@ -303,7 +309,10 @@ def test_outbox_stats_report_sizes_and_last_error_per_channel(store):
     """The health endpoint's numbers: pending count and the last error of each channel, no alert content."""
     store.record([(make_alert(), [slack()]), (make_alert(task_id="b"), [slack()])])
     claimed = store.claim("a", limit=1)
-    store.mark_failed([claimed[0].id], error="HTTP 500", next_attempt_at=store.clock() + timedelta(seconds=9))
+    store.mark_failed(
+        [claimed[0].id], token=claimed[0].claim_token, error="HTTP 500",
+        next_attempt_at=store.clock() + timedelta(seconds=9),
+    )
     stats = store.outbox_stats()
     assert stats["pending"] == 2 and stats["by_state"]["failed"] == 1
     assert stats["last_error_by_channel"]["slack"]["error"] == "HTTP 500"
@@ -350,10 +359,11 @@ def test_store_is_its_own_database_with_prefixed_tables(store):
 
 
 def test_sqlite_store_uses_wal_and_busy_timeout(store):
-    """Concurrent writers wait for the lock (busy_timeout) and readers do not block writers (WAL)."""
+    """Concurrent writers wait for the lock (busy_timeout, the store's time budget) and readers do not block
+    writers (WAL)."""
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 3000
 
 
 def test_every_schema_identifier_fits_postgresql_63_characters(tmp_path):
@@ -415,7 +425,8 @@ def test_prune_drops_old_resolved_alerts_and_keeps_what_still_matters(store, clo
         alert = make_alert(task_id=task_id)
         sent = store.record([(alert, [slack()])]).queued_delivery_ids
         notice = store.record([(resolve_of(alert), ())]).queued_delivery_ids  # to the channel that got the alert
-        store.mark_sent([c.id for c in store.claim("a", ids=sent + (notice if notice_sent else []))])
+        claimed = store.claim("a", ids=sent + (notice if notice_sent else []))
+        store.mark_sent([c.id for c in claimed], token=claimed[0].claim_token)
 
     resolved("old_done", notice_sent=True)
     resolved("old_notice_unsent", notice_sent=False)
@@ -447,3 +458,69 @@ def test_send_slots_space_one_channel_and_never_move_a_block_earlier(store, cloc
     store.block_channel("slack", until=now + timedelta(seconds=5))  # an earlier Retry-After does not shorten it
     assert store.take_send_slot("slack", now=now + timedelta(seconds=2), interval_s=1.0) == 28.0
     assert store.take_send_slot("slack", now=now + timedelta(seconds=30), interval_s=1.0) == 0.0
+
+
+def test_marks_write_only_rows_their_claim_still_owns(store, clock):
+    """A dispatcher whose lease ran out and whose rows another one claimed cannot mark or release them: every mark
+    reports them as lost and leaves them to the new owner."""
+    store.record([(make_alert(), [slack(fallback_channels=("email",))])])
+    (stale,) = store.claim("a", lease_s=60)
+    clock.advance(61)
+    (fresh,) = store.claim("b", lease_s=60)
+    assert stale.id == fresh.id and stale.claim_token != fresh.claim_token
+    assert store.renew([stale.id], token=stale.claim_token, lease_s=60) == []
+    for mark in (
+        lambda: store.mark_sent([stale.id], token=stale.claim_token),
+        lambda: store.mark_failed([stale.id], token=stale.claim_token, error="x", next_attempt_at=clock.now),
+        lambda: store.mark_dead([stale.id], token=stale.claim_token, error="x", fallback=[("email", "email")]),
+        lambda: store.mark_cancelled([stale.id], token=stale.claim_token, reason="x"),
+        lambda: store.release([stale.id], token=stale.claim_token, next_attempt_at=clock.now),
+    ):
+        assert mark().lost == (stale.id,)
+    (row,) = store.deliveries()
+    assert (row["state"], row["attempts"], row["claimed_by"]) == ("pending", 0, fresh.claim_token)
+    assert store.mark_sent([fresh.id], token=fresh.claim_token).marked == (fresh.id,)
+    assert store.deliveries()[0]["state"] == "sent"
+
+
+def test_leases_run_on_the_database_clock_not_the_dispatchers(tmp_path):
+    """A dispatcher whose host clock is an hour behind still holds its lease for lease_s of database time: a
+    dispatcher with a correct clock cannot take its rows a moment later."""
+    url = f"sqlite:///{tmp_path / 'clock.db'}"
+    two_hours_ago = datetime.now(timezone.utc) - timedelta(hours=2)
+    Store(url, clock=lambda: two_hours_ago).record([(make_alert(), [slack()])])  # due since two hours ago
+    store = Store(url)  # the real clock: leases on the database's
+    try:
+        behind = store.claim("behind", lease_s=60, now=datetime.now(timezone.utc) - timedelta(hours=1))
+        assert len(behind) == 1
+        assert store.claim("correct", lease_s=60, now=datetime.now(timezone.utc)) == []
+        assert store.deliveries()[0]["claimed_by"] == behind[0].claim_token
+    finally:
+        store.dispose()
+
+
+def test_prune_keeps_what_an_open_alert_still_needs(store, clock):
+    """Retention never takes an old open alert's sent message, occurrences or the events of its task instance,
+    so its resolve notice still goes to the channel that got it."""
+    failure = make_alert()
+    sent = store.record([(failure, [slack()])], event=_failure_event("failed")).queued_delivery_ids
+    claimed = store.claim("a", ids=sent)
+    store.mark_sent(sent, token=claimed[0].claim_token)
+    clock.advance(40 * 86400)
+    store.prune(older_than=timedelta(days=30))
+    assert [d["state"] for d in store.deliveries()] == ["sent"]
+    assert store.occurrence_count() == 1 and len(store.events_for("etl", "run1", "load")) == 1
+    store.record([(resolve_of(failure), ())])
+    assert [(d["channel"], d["kind"]) for d in store.deliveries()] == [("slack", "alert"), ("slack", "resolve")]
+
+
+def test_an_escalation_channel_gets_an_alert_escalated_once(store, clock):
+    """Even an alert that reads as still due (escalated_at lost) is not escalated again to a channel that already
+    has its escalation (the concurrent case: tests/integration/test_store_postgres.py)."""
+    store.record([(make_alert(), [slack(escalate_after_s=60, escalation_channels=("email",))])])
+    clock.advance(60)
+    assert len(store.queue_escalations()) == 1
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE tasklens_alerts SET escalated_at = NULL"))
+    assert store.queue_escalations() == []
+    assert [d["kind"] for d in store.deliveries()].count("escalation") == 1

@@ -87,7 +87,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     config.reset()
     configcheck.reset()
     reset_stores()
-    yield get_store()
+    yield get_store(migrate=True)  # as `tasklens db upgrade` would
     reset_stores()
     config.reset()
     configcheck.reset()
@@ -247,8 +247,8 @@ def test_health_hides_alert_content_and_reports_an_unreachable_store(
     store."""
     alert_id = seed(store, title="secret title")
     claimed = store.claim("test")
-    store.mark_failed([c.id for c in claimed], error="HTTP 500 from Slack\n[parameters: ('secret title',)]",
-                      next_attempt_at=store.clock())
+    store.mark_failed([c.id for c in claimed], token=claimed[0].claim_token,
+                      error="HTTP 500 from Slack\n[parameters: ('secret title',)]", next_attempt_at=store.clock())
     body = client.get("/tasklens/health", headers=bearer("viewer")).json()
     assert body["store"]["reachable"] is True and body["outbox"]["pending"] == 1
     assert body["last_delivery_error_by_channel"]["slack"]["error"] == "HTTP 500 from Slack"
@@ -266,7 +266,8 @@ def test_health_shows_anonymous_callers_the_status_only(client: TestClient, stor
     a valid Bearer token or the UI's cookie gets the details, an invalid token the status only."""
     seed(store)
     claimed = store.claim("test")
-    store.mark_failed([c.id for c in claimed], error="HTTP 500 from Slack", next_attempt_at=store.clock())
+    store.mark_failed([c.id for c in claimed], token=claimed[0].claim_token, error="HTTP 500 from Slack",
+                      next_attempt_at=store.clock())
     anonymous = client.get("/tasklens/health")
     assert anonymous.status_code == 200 and anonymous.json() == {"status": "ok"}
     assert client.get("/tasklens/health", headers=bearer("nobody")).json() == {"status": "ok"}
@@ -308,7 +309,7 @@ def test_lifespan_starts_and_stops_the_dispatcher(store: Store, monkeypatch: pyt
     calls: list[str] = []
     monkeypatch.setenv("AIRFLOW__TASKLENS__DISPATCHER_ENABLED", "true")
     config.reset()
-    monkeypatch.setattr(dispatch, "start_background_dispatcher", lambda: calls.append("start") or True)
+    monkeypatch.setattr(dispatch, "start_background_dispatcher", lambda **kw: calls.append("start") or True)
     monkeypatch.setattr(dispatch, "stop_background_dispatcher", lambda: calls.append("stop"))
     monkeypatch.setattr(reconcile, "start_background_reconciler", lambda: calls.append("reconciler") or None)
     monkeypatch.setattr(reconcile, "stop_background_reconciler", lambda: calls.append("reconciler stop"))

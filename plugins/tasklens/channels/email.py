@@ -2,6 +2,10 @@
 
 A plain local SMTP server works with connection extras ``{"disable_ssl": true, "disable_tls": true}``. The hook's
 own retry loop is turned off (the dispatcher retries) and its timeout is ``[tasklens] http_timeout_s``.
+
+Each message carries a ``Message-ID`` derived from the deliveries it holds (:attr:`Notification.idempotency_key`),
+so a message sent again after a dispatcher crash has the same id, and mail clients and archives that deduplicate
+on it show it once.
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ from collections.abc import Iterable, Mapping
 from email.mime.text import MIMEText
 from typing import Any
 
+from airflow.exceptions import AirflowNotFoundException
 from airflow.providers.smtp.hooks.smtp import SmtpHook
 
 from tasklens import config
 from tasklens.alerts import Notification
 from tasklens.exceptions import DeliveryError
 
-__all__ = ["EmailChannel", "TasklensSmtpHook"]
+__all__ = ["EmailChannel", "TasklensSmtpHook", "message_id"]
 
 
 class TasklensSmtpHook(SmtpHook):
@@ -80,19 +85,26 @@ class EmailChannel:
     def send(self, notification: Notification, *, timeout_s: float | None = None) -> None:
         """Mail ``notification``; raises :class:`DeliveryError` saying what went wrong."""
         subject, html, text = self.render(notification)
-        self.post(subject, html, text, timeout_s=timeout_s)
+        self.post(subject, html, text, timeout_s=timeout_s, message_id=message_id(notification.idempotency_key))
 
-    def _recipients(self) -> list[str]:
-        """The channel's ``to``, else the ``to`` extra of its SMTP connection."""
-        if self.to:
-            return self.to
+    def _connection(self) -> Any:
+        """The SMTP connection. Any failure to read it is retryable: Airflow reports a secrets backend or metadata
+        database outage as "isn't defined", exactly as it reports a missing connection."""
         try:
-            return _addresses(SmtpHook.get_connection(self.conn_id).extra_dejson.get("to"))
-        except Exception:
-            return []
+            return SmtpHook.get_connection(self.conn_id)
+        except Exception as exc:
+            raise DeliveryError(
+                f"could not read SMTP connection {self.conn_id!r} ({type(exc).__name__}: {exc}); retrying. If it "
+                f"does not exist, create it (type smtp) or set AIRFLOW_CONN_{self.conn_id.upper()}",
+                retryable=True,
+            ) from None
 
-    def post(self, subject: str, html: str, text: str, *, timeout_s: float | None = None) -> None:
-        recipients = self._recipients()
+    def post(
+        self, subject: str, html: str, text: str, *, timeout_s: float | None = None, message_id: str | None = None
+    ) -> None:
+        conn = self._connection()
+        secrets = (conn.password, conn.login)
+        recipients = self.to or _addresses(conn.extra_dejson.get("to"))
         if not recipients:
             raise DeliveryError(
                 f"email channel {self.name!r} has no recipients; add `to: [oncall@example.com]` to it in the "
@@ -109,25 +121,37 @@ class EmailChannel:
                     subject=subject,
                     html_content=html,
                     from_email=self.from_email or smtp.from_email or f"tasklens@{socket.getfqdn()}",
+                    custom_headers={"Message-ID": message_id} if message_id else None,
                 )
         except DeliveryError:
             raise
         except smtplib.SMTPRecipientsRefused as exc:
-            raise DeliveryError(f"SMTP server refused every recipient {recipients}: {exc}", retryable=False) from exc
+            raise DeliveryError(
+                f"SMTP server refused every recipient {recipients}: {exc}", retryable=False, secrets=secrets
+            ) from None
         except smtplib.SMTPAuthenticationError as exc:
             raise DeliveryError(
-                f"SMTP login failed for connection {self.conn_id!r}: {exc}", retryable=False
-            ) from exc
+                f"SMTP login failed for connection {self.conn_id!r}: {exc}", retryable=False, secrets=secrets
+            ) from None
         except smtplib.SMTPResponseException as exc:
             retryable = 400 <= exc.smtp_code < 500
             raise DeliveryError(
-                f"SMTP server answered {exc.smtp_code}: {exc.smtp_error!r}", retryable=retryable
-            ) from exc
+                f"SMTP server answered {exc.smtp_code}: {exc.smtp_error!r}", retryable=retryable, secrets=secrets
+            ) from None
         except (OSError, smtplib.SMTPException, TimeoutError) as exc:
-            raise DeliveryError(f"could not send mail through connection {self.conn_id!r}: {exc}") from exc
-        except Exception as exc:  # the hook raises AirflowException for a missing connection or sender
             raise DeliveryError(
-                f"SMTP connection {self.conn_id!r} is unusable: {exc}; create it (type smtp) or set "
-                f"AIRFLOW_CONN_{self.conn_id.upper()}",
-                retryable=False,
-            ) from exc
+                f"could not send mail through connection {self.conn_id!r}: {exc}", secrets=secrets
+            ) from None
+        except AirflowNotFoundException as exc:  # the hook reads the connection again: as retryable as above
+            raise DeliveryError(
+                f"could not read SMTP connection {self.conn_id!r} ({exc}); retrying", secrets=secrets
+            ) from None
+        except Exception as exc:  # the hook raises AirflowException for a connection without a sender, say
+            raise DeliveryError(
+                f"SMTP connection {self.conn_id!r} is unusable: {exc}", retryable=False, secrets=secrets
+            ) from None
+
+
+def message_id(key: str | None) -> str | None:
+    """The ``Message-ID`` of the message with idempotency key ``key`` (the same on every send of it)."""
+    return f"<tasklens.{key}@tasklens.invalid>" if key else None

@@ -3,20 +3,69 @@
 
 slack_sdk's own retry handlers are turned off (``retry_handlers=[]``): the dispatcher owns retries, backoff and
 ``Retry-After``, so a channel makes exactly one HTTP request per :meth:`SlackChannel.send`.
+
+Slack takes no idempotency key (neither incoming webhooks nor ``chat.postMessage`` deduplicate a repeated post),
+so a dispatcher killed between Slack's 200 and its mark makes the next one post that message again (at most once
+more; see :mod:`tasklens.dispatch`).
+
+Errors never carry the webhook URL or a token: slack_sdk's log lines go through a scrubbing logger and every
+:class:`DeliveryError` is built with the connection's secrets to remove.
 """
 
 from __future__ import annotations
 
+import email.utils
+import logging
+import math
 import socket
 import urllib.error
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 from tasklens import config
 from tasklens.alerts import Notification
 from tasklens.exceptions import DeliveryError
+from tasklens.redact import redact
 
-__all__ = ["SlackChannel", "classify_status"]
+__all__ = ["SlackChannel", "classify_status", "parse_retry_after"]
+
+
+class _RedactingFilter(logging.Filter):
+    """slack_sdk logs the request URL on errors (``Failed to send a request ...: Invalid URL detected: <url>``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), None
+        return True
+
+
+#: The logger slack_sdk's clients get instead of the hook's: same lines, URLs and tokens scrubbed.
+_SDK_LOG = logging.getLogger("tasklens.channels.slack_sdk")
+_SDK_LOG.addFilter(_RedactingFilter())
+
+
+def parse_retry_after(value: Any, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP-date (RFC 9110 10.2.3).
+
+    ``None`` when the value is unusable (garbage, negative, NaN); an HTTP-date in the past is 0. A huge value
+    (``1e12``, ``inf``) is returned as is: the dispatcher caps every wait at its ``backoff_max_s``.
+    """
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+    if math.isnan(seconds) or seconds < 0:
+        return None
+    return seconds
 
 
 def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
@@ -26,10 +75,7 @@ def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
         if key.lower() == "retry-after":
             if isinstance(value, (list, tuple)):
                 value = value[0] if value else None
-            try:
-                return max(0.0, float(value))
-            except (TypeError, ValueError):
-                return None
+            return parse_retry_after(value)
     return None
 
 
@@ -37,10 +83,11 @@ def classify_status(status: int, body: Any, headers: Mapping[str, Any] | None) -
     """The DeliveryError for a non-200 Slack answer: 429 and 5xx are retryable, other 4xx are not."""
     text = str(body)[:300] if body is not None else ""
     if status == 429:
+        retry_after = _retry_after(headers)
         return DeliveryError(
-            f"Slack rate-limited the message (HTTP 429, Retry-After {_retry_after(headers)}): {text}",
+            f"Slack rate-limited the message (HTTP 429, Retry-After {retry_after}): {text}",
             retryable=True,
-            retry_after_s=_retry_after(headers),
+            retry_after_s=retry_after,
         )
     if status >= 500:
         return DeliveryError(f"Slack answered HTTP {status}: {text}", retryable=True)
@@ -50,11 +97,18 @@ def classify_status(status: int, body: Any, headers: Mapping[str, Any] | None) -
     )
 
 
-def _network_error(exc: BaseException, target: str) -> DeliveryError:
+def _network_error(exc: BaseException, target: str, secrets: tuple[str | None, ...]) -> DeliveryError:
     if isinstance(exc, (TimeoutError, socket.timeout)) or "timed out" in str(exc):
-        return DeliveryError(f"Slack did not answer within the timeout ({target}): {exc}", retryable=True)
+        return DeliveryError(
+            f"Slack did not answer within the timeout ({target}): {exc}", retryable=True, secrets=secrets
+        )
     reason = getattr(exc, "reason", exc)
-    return DeliveryError(f"could not reach Slack at {target}: {reason}", retryable=True)
+    return DeliveryError(f"could not reach Slack at {target}: {reason}", retryable=True, secrets=secrets)
+
+
+def _secrets_of(conn: Any) -> tuple[str | None, ...]:
+    """What of a connection may never appear in an error: its password (webhook token), login and host."""
+    return (getattr(conn, "password", None), getattr(conn, "login", None), getattr(conn, "host", None))
 
 
 class SlackChannel:
@@ -79,42 +133,72 @@ class SlackChannel:
 
     def post(self, body: Mapping[str, Any], *, timeout_s: float | None = None) -> None:
         timeout = timeout_s if timeout_s is not None else config.http_timeout_s()
-        conn_type = self._conn_type()
-        if conn_type == "slack":
-            self._post_api(body, timeout)
+        conn = self._connection()
+        secrets = _secrets_of(conn)
+        if str(conn.conn_type or "slackwebhook") == "slack":
+            self._post_api(body, timeout, secrets)
         else:
-            self._post_webhook(body, timeout)
+            if not (conn.password or "").strip():
+                raise DeliveryError(
+                    f"Slack connection {self.conn_id!r} has no webhook token; put the token (T.../B.../...) in its "
+                    "password",
+                    retryable=False,
+                    secrets=secrets,
+                )
+            self._post_webhook(body, timeout, secrets)
 
-    def _conn_type(self) -> str:
+    def _connection(self) -> Any:
+        """The channel's connection. Any failure to read it is retryable: Airflow reports a secrets backend or
+        metadata database outage as "isn't defined", exactly as it reports a missing connection, so tasklens
+        retries until ``delivery_max_age_s`` and then falls back."""
         from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
 
         try:
-            conn = SlackWebhookHook.get_connection(self.conn_id)
+            return SlackWebhookHook.get_connection(self.conn_id)
         except Exception as exc:
             raise DeliveryError(
-                f"Slack connection {self.conn_id!r} is not defined ({exc}); create it (type slackwebhook, "
-                f"password = webhook token) or set AIRFLOW_CONN_{self.conn_id.upper()}",
-                retryable=False,
-            ) from exc
-        return str(conn.conn_type or "slackwebhook")
+                f"could not read Slack connection {self.conn_id!r} ({type(exc).__name__}: {exc}); retrying. If it "
+                f"does not exist, create it (type slackwebhook, password = webhook token) or set "
+                f"AIRFLOW_CONN_{self.conn_id.upper()}",
+                retryable=True,
+            ) from None
 
-    def _post_webhook(self, body: Mapping[str, Any], timeout: float) -> None:
+    def _client_error(self, exc: Exception, secrets: tuple[str | None, ...]) -> DeliveryError:
+        from airflow.exceptions import AirflowNotFoundException
+
+        # The hook reads the connection again: a failed lookup there is as retryable as in _connection.
+        return DeliveryError(
+            f"Slack connection {self.conn_id!r} is unusable: {type(exc).__name__}: {exc}",
+            retryable=isinstance(exc, AirflowNotFoundException),
+            secrets=secrets,
+        )
+
+    def _post_webhook(self, body: Mapping[str, Any], timeout: float, secrets: tuple[str | None, ...]) -> None:
         from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
 
         try:
-            hook = SlackWebhookHook(slack_webhook_conn_id=self.conn_id, timeout=timeout, retry_handlers=[])  # type: ignore[arg-type]
+            hook = SlackWebhookHook(
+                slack_webhook_conn_id=self.conn_id, timeout=timeout, retry_handlers=[], logger=_SDK_LOG,  # type: ignore[arg-type]
+            )
             client = hook.client
         except Exception as exc:
-            raise DeliveryError(f"Slack connection {self.conn_id!r} is unusable: {exc}", retryable=False) from exc
+            raise self._client_error(exc, secrets) from None
         target = _redacted(client.url)
         try:
             response = client.send_dict(dict(body))
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            raise _network_error(exc, target) from exc
+            raise _network_error(exc, target, secrets) from None
+        except Exception as exc:  # InvalidURL, SlackRequestError, ValueError: a malformed URL in the connection
+            raise DeliveryError(
+                f"Slack connection {self.conn_id!r} gives an unusable webhook URL ({type(exc).__name__}: {exc}); "
+                "check its host and password",
+                retryable=False,
+                secrets=secrets,
+            ) from None
         if response.status_code != 200:
             raise classify_status(response.status_code, response.body, response.headers)
 
-    def _post_api(self, body: Mapping[str, Any], timeout: float) -> None:
+    def _post_api(self, body: Mapping[str, Any], timeout: float, secrets: tuple[str | None, ...]) -> None:
         from airflow.providers.slack.hooks.slack import SlackHook
         from slack_sdk.errors import SlackApiError
 
@@ -125,17 +209,23 @@ class SlackChannel:
                 retryable=False,
             )
         try:
-            hook = SlackHook(slack_conn_id=self.conn_id, timeout=timeout, retry_handlers=[])  # type: ignore[arg-type]
+            hook = SlackHook(slack_conn_id=self.conn_id, timeout=timeout, retry_handlers=[], logger=_SDK_LOG)  # type: ignore[arg-type]
             client = hook.client
         except Exception as exc:
-            raise DeliveryError(f"Slack connection {self.conn_id!r} is unusable: {exc}", retryable=False) from exc
+            raise self._client_error(exc, secrets) from None
         try:
             client.chat_postMessage(channel=self.slack_channel, **dict(body))
         except SlackApiError as exc:
             response = exc.response
-            raise classify_status(response.status_code, response.data, response.headers) from exc
+            raise classify_status(response.status_code, response.data, response.headers) from None
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            raise _network_error(exc, client.base_url) from exc
+            raise _network_error(exc, _redacted(client.base_url), secrets) from None
+        except Exception as exc:  # SlackRequestError, InvalidURL: a malformed base_url in the connection
+            raise DeliveryError(
+                f"Slack connection {self.conn_id!r} gives an unusable API URL ({type(exc).__name__}: {exc})",
+                retryable=False,
+                secrets=secrets,
+            ) from None
 
 
 def _redacted(url: str) -> str:

@@ -30,6 +30,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     install_routes(app)
     started = False
     try:
+        # The api-server is where the store is migrated: never a task, the scheduler or the dag-processor.
+        from tasklens.store import get_store
+
+        get_store(migrate=True)
+    except Exception:  # writers spool until a migration succeeds; /tasklens/health says so
+        log.warning("tasklens: the alert store could not be migrated; run `tasklens db upgrade`", exc_info=True)
+    try:
         # Bad configuration is reported from here (health, Alerts page banner, one alert per error).
         from tasklens import configcheck
 
@@ -37,10 +44,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except Exception:
         log.warning("tasklens: the configuration checker did not start", exc_info=True)
     try:
-        from tasklens import config, dispatch
+        from tasklens import config, dispatch, pipeline
 
         if config.dispatcher_enabled():
-            started = dispatch.start_background_dispatcher()
+            started = dispatch.start_background_dispatcher(
+                on_pass=functools.partial(pipeline.run_stage, "spool.ingest", pipeline.ingest_spool)
+            )
     except Exception:  # the UI still serves when the dispatcher cannot start; /tasklens/health says so
         log.warning("tasklens: the background dispatcher did not start", exc_info=True)
     try:

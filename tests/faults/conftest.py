@@ -1,0 +1,64 @@
+"""Fixtures of the fault suite: a Slack sink, PID markers, and real stacks (SQLite store; PostgreSQL store)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.faults.harness import StallingProxy
+from tests.faults.scenarios import DAGS, stack_env
+from tests.integration.observability import StatsdSink
+from tests.integration.postgres import PostgresServer
+from tests.integration.stack import AirflowStack
+from tests.sinks import SlackSink
+
+
+@pytest.fixture(scope="module")
+def slack():
+    with SlackSink() as sink:
+        yield sink
+
+
+@pytest.fixture(scope="module")
+def markers(tmp_path_factory):
+    return tmp_path_factory.mktemp("markers")
+
+
+@pytest.fixture(scope="module")
+def statsd():
+    sink = StatsdSink()
+    yield sink
+    sink.close()
+
+
+@pytest.fixture(scope="module")
+def sqlite_stack(tmp_path_factory, slack, markers, statsd):
+    """Scheduler, dag-processor and api-server with the default SQLite store; StatsD to ``statsd``."""
+    env = stack_env(slack, markers, {
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
+    })
+    with AirflowStack(tmp_path_factory.mktemp("faults-sqlite"), DAGS, env) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    with PostgresServer() as server:
+        server.create_database("tasklens")
+        yield server
+
+
+@pytest.fixture(scope="module")
+def postgres_proxy(postgres):
+    with StallingProxy(postgres.port) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def postgres_stack(tmp_path_factory, slack, markers, postgres_proxy):
+    """A stack whose tasklens store is PostgreSQL, reached through a proxy that can stop answering."""
+    store_url = f"postgresql+psycopg2://pgadmin@127.0.0.1:{postgres_proxy.port}/tasklens"
+    env = stack_env(slack, markers, {"AIRFLOW__TASKLENS__STORE_URL": store_url})
+    with AirflowStack(tmp_path_factory.mktemp("faults-postgres"), DAGS, env) as stack:
+        yield stack
