@@ -38,28 +38,30 @@ def _safe_url(url: str) -> str:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from tasklens import config
-    from tasklens.exceptions import ConfigError, TasklensError
-    from tasklens.policy import check_retry_presets
+    from tasklens import config, configcheck
+    from tasklens.exceptions import TasklensError
 
     config.reset()
-    try:
-        ruleset = config.ruleset()
-        check_retry_presets()
-        settings = {
-            "store_url": _safe_url(config.store_url()),
-            "slack_conn_id": config.slack_conn_id(),
-            "smtp_conn_id": config.smtp_conn_id(),
-            "http_timeout_s": config.http_timeout_s(),
-            "delivery_max_age_s": config.delivery_max_age_s(),
-            "dispatcher_enabled": config.dispatcher_enabled(),
-            "dispatch_interval_s": config.dispatch_interval_s(),
-            "retention_days": config.retention_days(),
-            "default_retry_preset": config.default_retry_preset() or "none",
-        }
-    except ConfigError as exc:
-        _print(f"tasklens check-config: ERROR: {exc}")
+    problems = configcheck.find_problems()
+    if problems:
+        for problem in problems:
+            _print(f"tasklens check-config: ERROR: {problem.source}: {problem.key}: {problem.problem}. "
+                   f"Fix: {problem.fix}")
+            _print(f"  (running DAGs are not affected: tasklens uses {problem.fallback} until this is fixed)")
         return 1
+    ruleset = config.ruleset()
+    settings = {
+        "store_url": _safe_url(config.store_url()),
+        "slack_conn_id": config.slack_conn_id(),
+        "smtp_conn_id": config.smtp_conn_id(),
+        "http_timeout_s": config.http_timeout_s(),
+        "delivery_max_age_s": config.delivery_max_age_s(),
+        "dispatcher_enabled": config.dispatcher_enabled(),
+        "dispatch_interval_s": config.dispatch_interval_s(),
+        "retention_days": config.retention_days(),
+        "default_retry_preset": config.default_retry_preset() or "none",
+        "config_check_interval_s": config.config_check_interval_s(),
+    }
     from tasklens.store import Store
 
     try:

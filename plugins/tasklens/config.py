@@ -7,8 +7,12 @@ Values come from Airflow's configuration (``airflow.cfg`` section ``[tasklens]``
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
+import logging
 import os
+import threading
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +21,10 @@ from typing import Any, NamedTuple, TypeVar
 from tasklens.exceptions import ConfigError
 
 __all__ = [
+    "ConfigProblem",
     "airflow_home",
     "base_url",
+    "config_check_interval_s",
     "default_retry_preset",
     "delivery_max_age_s",
     "dispatch_interval_s",
@@ -28,11 +34,15 @@ __all__ = [
     "events_max_bytes",
     "events_path",
     "http_timeout_s",
+    "last_good_rules_path",
+    "problems",
     "reconcile_enabled",
     "reconcile_grace_s",
     "reconcile_interval_s",
+    "record_problem",
     "reset",
     "rules_file",
+    "rules_problem",
     "ruleset",
     "slack_conn_id",
     "smtp_conn_id",
@@ -47,6 +57,8 @@ __all__ = [
     "store_url",
     "templates_dir",
 ]
+
+log = logging.getLogger(__name__)
 
 SECTION = "tasklens"
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -76,9 +88,16 @@ def _cache(func: _F) -> _F:
 
 
 def reset() -> None:
-    """Forget every cached value (after changing configuration in tests)."""
+    """Forget every cached value, the loaded rules and the recorded problems (after changing configuration in
+    tests)."""
+    global _loaded, _last_good
     for func in _cached:
         func.cache_clear()
+    with _rules_lock:
+        _loaded = _last_good = None
+    with _problems_lock:
+        _problems.clear()
+        _warned.clear()
 
 
 def _as_float(key: str, default: float, *, minimum: float = 0.0) -> float:
@@ -233,6 +252,15 @@ def reconcile_enabled() -> bool:
     return _as_bool("reconcile_enabled", True)
 
 
+DEFAULT_CONFIG_CHECK_INTERVAL_S = 30.0
+
+
+@_cache
+def config_check_interval_s() -> float:
+    """How often the api-server re-checks the configuration (rules file, presets, settings) and reports errors."""
+    return _as_float("config_check_interval_s", DEFAULT_CONFIG_CHECK_INTERVAL_S, minimum=1.0)
+
+
 @_cache
 def spark_master() -> str:
     return _get("spark_master", "local[*]") or "local[*]"
@@ -312,19 +340,195 @@ if typing.TYPE_CHECKING:
     from tasklens.ruleset import Ruleset
 
 
-@_cache
+# --------------------------------------------------------------------------- configuration problems
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigProblem:
+    """A configuration error tasklens found and worked around: what is wrong, where, the fix, and what
+    tasklens uses meanwhile (``fallback``). ``kind`` labels the ``tasklens.config_errors`` metric."""
+
+    kind: str
+    source: str
+    key: str
+    problem: str
+    fix: str
+    fallback: str
+
+    @classmethod
+    def from_error(cls, error: ConfigError, fallback: str, *, kind: str | None = None) -> ConfigProblem:
+        return cls(kind or error.kind, error.source, error.key, error.problem, error.fix, fallback)
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity of this error (not of its fallback): one alert per fingerprint."""
+        text = "\x1f".join((self.kind, self.source, self.key, self.problem))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+    @property
+    def message(self) -> str:
+        return f"{self.source}: {self.key}: {self.problem}. Fix: {self.fix}. Meanwhile tasklens uses {self.fallback}."
+
+    def to_dict(self) -> dict[str, str]:
+        return {**dataclasses.asdict(self), "fingerprint": self.fingerprint, "message": self.message}
+
+
+_problems: dict[str, ConfigProblem] = {}
+_problems_lock = threading.Lock()
+_warned: set[str] = set()
+
+
+def record_problem(slot: str, problem: ConfigProblem | None) -> bool:
+    """Set (or with None clear) the problem of one configuration ``slot`` (``rules_file``,
+    ``retry_policies.<name>``, ...) in this process; logs a warning the first time a problem is seen.
+    Returns True when the problem is new in this process."""
+    with _problems_lock:
+        if problem is None:
+            _problems.pop(slot, None)
+            return False
+        _problems[slot] = problem
+        new = problem.fingerprint not in _warned
+        _warned.add(problem.fingerprint)
+    if new:
+        log.warning("tasklens configuration error: %s", problem.message)
+    return new
+
+
+def problems() -> tuple[ConfigProblem, ...]:
+    """The configuration errors this process currently works around."""
+    with _problems_lock:
+        return tuple(_problems.values())
+
+
+# --------------------------------------------------------------------------- the rules file
+
+
+LAST_GOOD_RULES = "last_good_rules.yml"
+_LAST_GOOD_HEADER = "# tasklens: copy of the last rules file that validated ({source}); do not edit.\n"
+
+
+def last_good_rules_path() -> Path:
+    """Where the last rules file that validated is kept, so a freshly started process falls back to it too."""
+    return airflow_home() / "tasklens" / LAST_GOOD_RULES
+
+
+class _LoadedRules(NamedTuple):
+    path: Path | None
+    signature: tuple[Any, ...]
+    ruleset: Ruleset
+
+
+_rules_lock = threading.Lock()
+_loaded: _LoadedRules | None = None
+_last_good: Ruleset | None = None  # of this process
+
+
+def _signature(path: Path | None) -> tuple[Any, ...]:
+    """What tells a changed rules file from the one already loaded (one stat call)."""
+    if path is None:
+        return ("built-in",)
+    try:
+        st = path.stat()
+    except OSError as error:
+        return ("error", error.errno)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 def ruleset() -> Ruleset:
-    """The validated rules file (``rules_file``), or the built-in rules when none is set.
+    """The rules of ``[tasklens] rules_file`` (re-read when the file changes), or the built-in rules when none is
+    set. Never raises.
 
-    Raises :class:`~tasklens.exceptions.ConfigError` naming the file, the key and the fix.
+    A file that cannot be used (missing, unreadable, invalid YAML, invalid rules) is a configuration problem
+    (:func:`problems`, a warning naming the file, the key and the fix) and tasklens keeps the last good rules:
+    this process's, else the copy saved at :func:`last_good_rules_path` when a file last validated, else the
+    built-in rules. Running DAGs are never broken by a bad deploy. Strict checking: ``tasklens check-config``.
     """
-    from tasklens.ruleset import load_ruleset
+    global _loaded
+    path = rules_file()
+    signature = _signature(path)
+    current = _loaded
+    if current is not None and current.path == path and current.signature == signature:
+        return current.ruleset
+    with _rules_lock:
+        current = _loaded
+        if current is None or current.path != path or current.signature != signature:
+            current = _LoadedRules(path, signature, _load_rules(path))
+            _loaded = current
+    return current.ruleset
 
-    return load_ruleset(rules_file())
+
+def _load_rules(path: Path | None) -> Ruleset:
+    global _last_good
+    # ruleset.py reads [tasklens] connection ids from this module: imported here, not at the top.
+    from tasklens.ruleset import default_ruleset, parse_rules_text, read_rules_file
+
+    if path is None:
+        record_problem("rules_file", None)
+        return default_ruleset()
+    try:
+        text = read_rules_file(path)
+        loaded = parse_rules_text(text, source=str(path), path=path)
+    except ConfigError as error:
+        fallback, description = _fallback_rules()
+        record_problem("rules_file", ConfigProblem.from_error(error, description))
+        return fallback
+    except Exception as error:  # a loader bug must not break DAGs either
+        log.warning("tasklens: loading the rules file %s failed unexpectedly", path, exc_info=True)
+        fallback, description = _fallback_rules()
+        record_problem("rules_file", ConfigProblem(
+            "invalid_rules", str(path), "rules_file", f"could not be loaded ({type(error).__name__})",
+            "run `tasklens check-config` and report the error if the file looks right", description))
+        return fallback
+    record_problem("rules_file", None)
+    _last_good = loaded
+    _save_last_good(path, text)
+    return loaded
+
+
+def _fallback_rules() -> tuple[Ruleset, str]:
+    from tasklens.ruleset import default_ruleset, parse_rules_text
+
+    if _last_good is not None:
+        return _last_good, f"the last good rules this process loaded ({_last_good.source})"
+    saved = last_good_rules_path()
+    try:
+        text = saved.read_text(encoding="utf-8")
+        return parse_rules_text(text, source=str(saved), path=saved), f"the last good rules file ({saved})"
+    except FileNotFoundError:
+        pass
+    except (OSError, UnicodeDecodeError, ConfigError):  # saved by another tasklens version, or damaged
+        log.warning("tasklens: the saved last good rules file %s is unusable", saved, exc_info=True)
+    return default_ruleset(), "the built-in rules"
+
+
+def _save_last_good(path: Path, text: str) -> None:
+    """Keep ``text`` (a rules file that validated) at :func:`last_good_rules_path`, atomically and only when it
+    changed. Best effort: a read-only home only loses the fallback for freshly started processes."""
+    saved = last_good_rules_path()
+    content = _LAST_GOOD_HEADER.format(source=path) + text
+    try:
+        if saved.read_text(encoding="utf-8") == content:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    try:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        temporary = saved.with_name(f".{saved.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        temporary.write_text(content, encoding="utf-8")
+        os.replace(temporary, saved)
+    except OSError:
+        log.warning("tasklens: could not save the last good rules file to %s", saved, exc_info=True)
+
+
+def rules_problem() -> ConfigProblem | None:
+    """The problem of the rules file as last loaded by :func:`ruleset` (None when it is fine)."""
+    with _problems_lock:
+        return _problems.get("rules_file")
 
 
 @_cache
 def default_retry_preset() -> str | None:
-    """Retry preset the cluster policy gives tasks no ``retry_policies`` entry matches; ``none`` = leave them alone."""
-    raw = (_get("default_retry_preset", "transient_network") or "transient_network").strip()
+    """Retry preset the cluster policy gives tasks no ``retry_policies`` entry matches; ``none`` (the default)
+    leaves them alone, so installing tasklens changes no task's retries."""
+    raw = (_get("default_retry_preset", "none") or "none").strip()
     return None if raw.lower() in {"none", "off", "false"} else raw

@@ -17,10 +17,13 @@ class ConfigError(TasklensError):
     """Bad configuration: says which file and key are wrong and how to fix it.
 
     >>> raise ConfigError("rules.yml", "routes[0].channels", "unknown channel 'slak'", "use one of: slack, email")
+
+    ``kind`` classifies the problem for the ``tasklens.config_errors`` metric (``missing_file``,
+    ``invalid_yaml``, ``unknown_preset``, ...).
     """
 
-    def __init__(self, source: str, key: str, problem: str, fix: str) -> None:
-        self.source, self.key, self.problem, self.fix = source, key, problem, fix
+    def __init__(self, source: str, key: str, problem: str, fix: str, *, kind: str = "invalid") -> None:
+        self.source, self.key, self.problem, self.fix, self.kind = source, key, problem, fix, kind
         super().__init__(f"{source}: {key}: {problem}. Fix: {fix}")
 
 

@@ -62,6 +62,7 @@ __all__ = [
     "METRICS",
     "METRIC_NAMES",
     "MetricSpec",
+    "count_config_error",
     "count_error",
     "current_task_event",
     "escape_label_value",
@@ -86,6 +87,7 @@ CUSTOM_PREFIX = "tasklens.custom."
 TASK_DURATION = "tasklens.task.duration"
 TASK_TRY_NUMBER = "tasklens.task.try_number"
 ERRORS = "tasklens.errors"
+CONFIG_ERRORS = "tasklens.config_errors"
 OPERATION_DURATION = "tasklens.operation.duration"
 
 
@@ -108,6 +110,8 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(TASK_DURATION, "timer", TASK_LABELS, "task attempt duration (ms on the wire)"),
     MetricSpec(TASK_TRY_NUMBER, "gauge", TASK_LABELS, "try number of the latest attempt"),
     MetricSpec(ERRORS, "counter", ("stage",), "tasklens stage failures (the task is never affected)"),
+    MetricSpec(CONFIG_ERRORS, "counter", ("kind",), "configuration errors tasklens worked around (once per process "
+               "that met one, and once per api-server check while it lasts)"),
     MetricSpec(OPERATION_DURATION, "timer", (*CUSTOM_LABELS, "operation"), "tasklens.timed() / performance()"),
     MetricSpec(CUSTOM_PREFIX + "*", "counter", CUSTOM_LABELS, "metrics.incr(name, value)"),
     MetricSpec(CUSTOM_PREFIX + "*", "gauge", CUSTOM_LABELS, "metrics.gauge(name, value)"),
@@ -312,6 +316,15 @@ def count_error(stage: str) -> None:
         _sender.send([("incr", _tagged(ERRORS, {"stage": stage}, ("stage",)), 1)])
     except Exception:
         _warn_once("count_error", "tasklens could not count a stage error", exc_info=True)
+
+
+def count_config_error(kind: str) -> None:
+    """Count one configuration error in ``tasklens.config_errors{kind=...}`` (``missing_file``,
+    ``invalid_yaml``, ``unknown_preset``, ...). Never raises."""
+    try:
+        _sender.send([("incr", _tagged(CONFIG_ERRORS, {"kind": kind}, ("kind",)), 1)])
+    except Exception:
+        _warn_once("count_config_error", "tasklens could not count a configuration error", exc_info=True)
 
 
 # -- the running task --------------------------------------------------------------------------

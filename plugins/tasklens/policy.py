@@ -10,14 +10,17 @@ For every task of a DAG not tagged ``tasklens:off`` it
 * keeps the task's callbacks and appends tasklens's :class:`~tasklens.callbacks.FailureCallback`;
 * gives the task the retry preset of the first ``retry_policies`` entry of the rules file that
   matches it (DAG id glob, DAG tag, operator class), else ``[tasklens] default_retry_preset``
-  (``transient_network``), where the task sets none (see :func:`tasklens.retry.apply`);
+  (``none`` by default: installing tasklens changes no task's retries), where the task sets none
+  (see :func:`tasklens.retry.apply`);
 * checks the task's final retry settings.
 
-It never raises, except for bad configuration (an unknown preset, a retry rule naming an
-exception class that cannot be imported, a negative delay): that raises
-``AirflowClusterPolicyViolation``, which Airflow records as an import error of the DAG file
-(shown in the UI) naming the problem and the fix. A typo must never leave a task silently
-unprotected.
+Bad tasklens configuration never breaks a DAG: an invalid rules file is replaced by the last good
+rules (:func:`tasklens.config.ruleset`), a ``retry_policies`` entry or ``default_retry_preset``
+naming an unknown preset is skipped; each is logged as a warning, counted in
+``tasklens.config_errors`` and reported by the api-server (Alerts page, ``/tasklens/health``, one
+alert) and ``tasklens check-config``. The task's own retry settings are the DAG author's call: a
+negative delay or an unimportable tasklens retry rule there raises ``AirflowClusterPolicyViolation``,
+which Airflow records as an import error of that DAG file, naming the problem and the fix.
 """
 
 from __future__ import annotations
@@ -30,12 +33,14 @@ from typing import TYPE_CHECKING, Any
 from airflow.policies import hookimpl
 
 from tasklens.callbacks import FailureCallback, on_failure
+from tasklens.config import ConfigProblem
 from tasklens.exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from tasklens.ruleset import RetryPolicyRef
+    from tasklens.ruleset import RetryPolicyRef, Ruleset
 
-__all__ = ["OPT_OUT_TAG", "add_failure_callback", "defaults", "retry_preset_for", "task_policy"]
+__all__ = ["OPT_OUT_TAG", "add_failure_callback", "defaults", "retry_preset_for", "retry_preset_problems",
+           "task_policy"]
 
 log = logging.getLogger(__name__)
 OPT_OUT_TAG = "tasklens:off"
@@ -87,40 +92,67 @@ def _matches(ref: RetryPolicyRef, task: Any) -> bool:
     return not (ref.operator and not _any_glob(_operator_names(task), ref.operator))
 
 
-def check_retry_presets() -> None:
-    """Raise :class:`ConfigError` when the rules file's ``retry_policies`` or ``[tasklens] default_retry_preset``
-    name a preset that does not exist (also run by ``tasklens check-config``)."""
-    from tasklens import config, retry
+def _unknown_preset(name: str, where: str, key: str, fallback: str, *, also: str = "") -> ConfigProblem | None:
+    from tasklens import retry
 
-    ruleset = config.ruleset()
+    try:
+        retry.check_preset_name(name, where, key, also=also)
+    except ConfigError as error:
+        return ConfigProblem.from_error(error, fallback, kind="unknown_preset")
+    return None
+
+
+def retry_preset_problems(ruleset: Ruleset | None = None) -> list[tuple[str, ConfigProblem]]:
+    """``(slot, problem)`` for each ``retry_policies`` entry of the rules file and for ``[tasklens]
+    default_retry_preset`` naming a preset unknown in this process (also run by ``tasklens check-config``)."""
+    from tasklens import config
+
+    ruleset = ruleset or config.ruleset()
     source = str(ruleset.source or "[tasklens] rules_file")
+    found = []
     for ref in ruleset.retry_policies.values():
-        retry.check_preset_name(ref.preset, source, f"retry_policies.{ref.name}.preset")
+        problem = _unknown_preset(ref.preset, source, f"retry_policies.{ref.name}.preset",
+                                  "no preset from this entry (the next matching entry or default_retry_preset "
+                                  "applies)")
+        if problem is not None:
+            found.append((f"retry_policies.{ref.name}", problem))
     default = config.default_retry_preset()
     if default is not None:
-        retry.check_preset_name(default, "[tasklens]", "default_retry_preset", also=", none")
+        problem = _unknown_preset(default, "[tasklens]", "default_retry_preset", "no default preset (none)",
+                                  also=", none")
+        if problem is not None:
+            found.append(("default_retry_preset", problem))
+    return found
 
 
 def retry_preset_for(task: Any) -> tuple[str, str] | None:
     """``(where it came from, preset name)`` for ``task``: the first matching ``retry_policies`` entry
     of the rules file, else ``[tasklens] default_retry_preset``; None when neither applies.
 
-    Raises :class:`ConfigError` when the rules file is invalid or names an unknown preset.
+    Never raises for bad configuration: an entry or default naming an unknown preset is skipped and
+    recorded as a configuration problem (:func:`tasklens.config.problems`).
     """
     from tasklens import config
 
-    check_retry_presets()
     ruleset = config.ruleset()
+    bad = dict(retry_preset_problems(ruleset))
+    for slot, problem in bad.items():
+        config.record_problem(slot, problem)
     source = str(ruleset.source or "[tasklens] rules_file")
     for ref in ruleset.retry_policies.values():
-        if _matches(ref, task):
+        if f"retry_policies.{ref.name}" not in bad and _matches(ref, task):
             return f"{source}: retry_policies.{ref.name}", ref.preset
     default = config.default_retry_preset()
-    return None if default is None else ("[tasklens] default_retry_preset", default)
+    if default is None or "default_retry_preset" in bad:
+        return None
+    return "[tasklens] default_retry_preset", default
 
 
 def apply_retry_preset(task: Any) -> str | None:
-    """Give ``task`` its configured retry preset where it sets none; returns the preset name applied."""
+    """Give ``task`` its configured retry preset where it sets none; returns the preset name applied.
+
+    Raises :class:`ConfigError` when the task's own retry settings are unusable (a negative delay).
+    """
     from tasklens import retry
 
     chosen = retry_preset_for(task)
@@ -128,6 +160,31 @@ def apply_retry_preset(task: Any) -> str | None:
         retry.apply(task, chosen[1], keep_explicit=True)
     retry.validate_task_retries(task)
     return chosen[1] if chosen else None
+
+
+def _enabled() -> bool:
+    """``[tasklens] enabled``; an unreadable value is a configuration problem and counts as the default (on)."""
+    from tasklens import config
+
+    try:
+        return config.enabled()
+    except ConfigError as error:
+        config.record_problem("[tasklens] enabled", ConfigProblem.from_error(error, "enabled = true (the default)",
+                                                                             kind="invalid_setting"))
+        return True
+
+
+#: Configuration problems this process has counted in ``tasklens.config_errors`` (once each per process).
+_counted: set[str] = set()
+
+
+def _count_new_problems() -> None:
+    from tasklens import config, metrics
+
+    for problem in config.problems():
+        if problem.fingerprint not in _counted:
+            _counted.add(problem.fingerprint)
+            metrics.count_config_error(problem.kind)
 
 
 def _violation(error: ConfigError, task: Any) -> Exception:
@@ -141,13 +198,12 @@ def _violation(error: ConfigError, task: Any) -> Exception:
 def task_policy(task: Any) -> None:
     """Add tasklens's failure callback and retry preset to ``task``.
 
-    Never raises, except ``AirflowClusterPolicyViolation`` for bad retry configuration, which
-    Airflow shows as an import error of the DAG file.
+    Never raises for tasklens configuration (see the module docstring); raises
+    ``AirflowClusterPolicyViolation`` only for the task's own unusable retry settings, which Airflow
+    shows as an import error of the DAG file.
     """
     try:
-        from tasklens import config
-
-        if not config.enabled() or _opted_out(task):
+        if not _enabled() or _opted_out(task):
             return
         add_failure_callback(task)
         apply_retry_preset(task)
@@ -159,6 +215,11 @@ def task_policy(task: Any) -> None:
             from tasklens import metrics
 
             metrics.count_error("policy")
+        except Exception:  # noqa: S110 - counting must not break DAG parsing either
+            pass
+    finally:
+        try:
+            _count_new_problems()
         except Exception:  # noqa: S110 - counting must not break DAG parsing either
             pass
 

@@ -1,8 +1,10 @@
 """The rules file: rules, routes, channels and retry policies, validated at load.
 
 One YAML file (``[tasklens] rules_file``) configures the whole alert engine. Everything is
-checked when the file is loaded, so a typo fails at plugin load or ``tasklens check-config``
-with the file, the key and the fix, never at 3 am when the first alert should go out::
+checked when the file is loaded, so a typo is reported with the file, the key and the fix
+(``tasklens check-config``, the Alerts page, ``/tasklens/health``, one alert), never discovered at
+3 am when the first alert should go out. A running deployment keeps its last good rules meanwhile
+(:func:`tasklens.config.ruleset`)::
 
     ruleset = load_ruleset(Path("include/tasklens_rules.yml"))
     ruleset.rule("task_failed").severity        # Severity.CRITICAL
@@ -48,7 +50,9 @@ __all__ = [
     "default_ruleset",
     "load_ruleset",
     "parse_duration",
+    "parse_rules_text",
     "parse_ruleset",
+    "read_rules_file",
 ]
 
 #: Rule types and the task event each one reacts to (metric and custom rules are fed separately).
@@ -1027,30 +1031,41 @@ def _check_name(reader: _Reader, name: str, section: str) -> None:
         )
 
 
-def load_ruleset(
-    path: Path | str | None, *, slack_conn_id: str | None = None, smtp_conn_id: str | None = None
-) -> Ruleset:
-    """Load and validate the rules file; ``None`` returns :func:`default_ruleset`.
+def read_rules_file(path: Path | str) -> str:
+    """The text of the rules file at ``path``.
 
-    Raises :class:`~tasklens.exceptions.ConfigError` naming the file, the key and the fix.
+    Raises :class:`~tasklens.exceptions.ConfigError` (kind ``missing_file`` or ``unreadable_file``).
     """
-    if path is None:
-        return default_ruleset(slack_conn_id=slack_conn_id, smtp_conn_id=smtp_conn_id)
-    path = Path(path)
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
             source,
             "rules_file",
             "file not found",
             "create it (see include/tasklens_rules.example.yml) or unset [tasklens] rules_file",
+            kind="missing_file",
         ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(
-            source, "rules_file", f"cannot read the file: {error}", "make it a readable UTF-8 text file"
+            source, "rules_file", f"cannot read the file: {error}", "make it a readable UTF-8 text file",
+            kind="unreadable_file",
         ) from None
+
+
+def parse_rules_text(
+    text: str,
+    *,
+    source: str = "<rules>",
+    path: Path | None = None,
+    slack_conn_id: str | None = None,
+    smtp_conn_id: str | None = None,
+) -> Ruleset:
+    """Parse and validate the YAML ``text`` of a rules file.
+
+    Raises :class:`~tasklens.exceptions.ConfigError` (kind ``invalid_yaml`` or ``invalid_rules``).
+    """
     try:
         document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as error:
@@ -1062,5 +1077,26 @@ def load_ruleset(
             where,
             f"malformed YAML: {problem}",
             "fix the YAML syntax there (indentation, quotes, a ':' after each key)",
+            kind="invalid_yaml",
         ) from None
-    return parse_ruleset(document, source=source, path=path, slack_conn_id=slack_conn_id, smtp_conn_id=smtp_conn_id)
+    try:
+        return parse_ruleset(document, source=source, path=path, slack_conn_id=slack_conn_id,
+                             smtp_conn_id=smtp_conn_id)
+    except ConfigError as error:
+        if error.kind == "invalid":
+            error.kind = "invalid_rules"
+        raise
+
+
+def load_ruleset(
+    path: Path | str | None, *, slack_conn_id: str | None = None, smtp_conn_id: str | None = None
+) -> Ruleset:
+    """Load and validate the rules file; ``None`` returns :func:`default_ruleset`.
+
+    Raises :class:`~tasklens.exceptions.ConfigError` naming the file, the key and the fix.
+    """
+    if path is None:
+        return default_ruleset(slack_conn_id=slack_conn_id, smtp_conn_id=smtp_conn_id)
+    path = Path(path)
+    return parse_rules_text(read_rules_file(path), source=str(path), path=path, slack_conn_id=slack_conn_id,
+                            smtp_conn_id=smtp_conn_id)

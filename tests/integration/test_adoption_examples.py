@@ -10,6 +10,7 @@ import airflow.providers.standard
 import pytest
 
 from tasklens.callbacks import FailureCallback
+from tasklens.retry import PresetRetryPolicy
 from tests.integration.stack import dags_test
 
 pytestmark = pytest.mark.integration
@@ -19,9 +20,10 @@ STANDARD_EXAMPLES = Path(airflow.providers.standard.__file__).parent / "example_
 
 
 @pytest.mark.parametrize("folder", [CORE_EXAMPLES, STANDARD_EXAMPLES], ids=["airflow", "providers-standard"])
-def test_every_example_task_gets_tasklens_callbacks_and_a_retry_policy(folder):
+def test_every_example_task_gets_tasklens_callbacks_and_no_preset_by_default(folder):
     """Through a DagBag with the entry-point policy active, every task of every example DAG keeps its own
-    callbacks, gains tasklens's failure callback once, and has a retry policy (tasklens's or its own)."""
+    callbacks and gains tasklens's failure callback once; with no rules file asking for one, no task gets a tasklens
+    retry preset (installing tasklens changes no task's retries)."""
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(folder))
@@ -31,7 +33,7 @@ def test_every_example_task_gets_tasklens_callbacks_and_a_retry_policy(folder):
     for task in tasks:
         callbacks = list(task.on_failure_callback or [])
         assert sum(isinstance(cb, FailureCallback) for cb in callbacks) == 1, (task.dag_id, task.task_id)
-        assert task.retry_policy is not None, (task.dag_id, task.task_id)
+        assert not isinstance(task.retry_policy, PresetRetryPolicy), (task.dag_id, task.task_id)
 
 
 def test_examples_keep_their_own_retry_settings():
@@ -44,7 +46,7 @@ def test_examples_keep_their_own_retry_settings():
     assert isinstance(own.retry_policy, ExceptionRetryPolicy)
     assert own.retries == 5
     untouched = bag.dags["example_simplest_dag"].get_task("my_task")
-    assert untouched.retries == 4 and untouched.retry_policy.preset_name == "transient_network"
+    assert untouched.retries == 0 and untouched.retry_policy is None
 
 
 def test_example_dag_run_produces_tasklens_events(tmp_path):

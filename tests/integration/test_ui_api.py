@@ -69,14 +69,21 @@ def _alert(dag_id: str, task_id: str, n: int, **overrides: Any) -> Any:
     return Alert(**values)
 
 
+GOOD_RULES = "version: 1\n"
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
     home = tmp_path_factory.mktemp("ui-api-home")
     dags = tmp_path_factory.mktemp("ui-api-dags")
     (dags / "ui_dags.py").write_text(textwrap.dedent(DAG_FILE.format(open=OPEN_DAG, restricted=RESTRICTED_DAG)))
+    # A valid rules file, which test_a_bad_rules_file_deployed_while_running_is_reported_once breaks for a while.
+    (home / "rules.yml").write_text(GOOD_RULES)
     env = {
         "AIRFLOW__CORE__AUTH_MANAGER": f"{__name__}.DagScopedAuthManager",
         "AIRFLOW__TASKLENS__DISPATCH_INTERVAL_S": "0.5",
+        "AIRFLOW__TASKLENS__RULES_FILE": str(home / "rules.yml"),
+        "AIRFLOW__TASKLENS__CONFIG_CHECK_INTERVAL_S": "1",
     }
     with AirflowStack(home, dags, env) as running:
         running.wait_for_dag(OPEN_DAG)
@@ -123,7 +130,8 @@ def _raw(stack: AirflowStack, method: str, path: str, *, headers: dict[str, str]
 
 
 def test_every_route_but_health_needs_an_airflow_user(stack: AirflowStack, seeded: dict[str, int]) -> None:
-    """Anonymous requests to the API and the pages get 401; /tasklens/health answers without a user."""
+    """Anonymous requests to the API and the pages get 401; /tasklens/health answers without a user, with the
+    status only; a real Airflow token (the viewer's) gets the details."""
     alert_id = seeded["open_critical"]
     for method, path, body in (
         ("GET", "/tasklens/api/alerts", None),
@@ -137,7 +145,9 @@ def test_every_route_but_health_needs_an_airflow_user(stack: AirflowStack, seede
         status, _ = stack.request(method, path, body, user=None)
         assert status == 401, (method, path, status)
     status, payload = stack.request("GET", "/tasklens/health", user=None)
-    assert status == 200 and payload["store"]["reachable"] is True
+    assert status == 200 and set(payload) == {"status"}
+    status, payload = stack.request("GET", "/tasklens/health", user="viewer")
+    assert status == 200 and payload["store"]["reachable"] is True and payload["config"] == {"ok": True, "errors": []}
 
 
 def test_lists_only_alerts_of_dags_the_user_may_read(stack: AirflowStack, seeded: dict[str, int]) -> None:
@@ -253,7 +263,7 @@ def test_health_reports_dispatcher_and_outbox_without_alert_content(
     deadline = time.monotonic() + 60
     payload: dict[str, Any] = {}
     while time.monotonic() < deadline:  # the dispatcher fails the Slack delivery (no connection configured)
-        _, payload = stack.request("GET", "/tasklens/health", user=None)
+        _, payload = stack.request("GET", "/tasklens/health")
         if payload["last_delivery_error_by_channel"]:
             break
         time.sleep(1)
@@ -280,3 +290,38 @@ def test_the_plugin_registers_the_nav_entry_and_task_instance_tab(stack: Airflow
     assert "{DAG_ID}" in views["task_instance"]["href"] and views["task_instance"]["url_route"]
     assert [a["url_prefix"] for a in plugin["fastapi_apps"]] == ["/tasklens"]
 
+
+def test_a_bad_rules_file_deployed_while_running_is_reported_once(stack: AirflowStack, seeded: dict[str, int]) -> None:
+    """A rules file broken while the api-server runs: health turns "degraded" (status only for anonymous callers,
+    the file, key and fix for a user), the Alerts page shows a banner, and the store gets exactly one alert for
+    it, however many checks run; fixed, health is "ok" again."""
+    import time
+
+    from tasklens.store import Store
+
+    rules = stack.home / "rules.yml"
+    rules.write_text("routes:\n  - name: r\n    channels: [slak]\n")
+    try:
+        deadline = time.monotonic() + 60
+        while stack.request("GET", "/tasklens/health", user=None)[1] != {"status": "degraded"}:
+            assert time.monotonic() < deadline, "health never reported the bad rules file"
+            time.sleep(0.5)
+        _, detailed = stack.request("GET", "/tasklens/health", user="viewer")
+        (error,) = detailed["config"]["errors"]
+        assert (error["source"], error["key"], error["kind"]) == (str(rules), "routes[0].channels[0]", "invalid_rules")
+        status, page = stack.request("GET", "/tasklens/alerts", user="viewer")
+        assert status == 200 and 'data-testid="config-errors"' in page and "slak" in page
+        time.sleep(3)  # several more checks (every second) must not add a second alert
+        store = Store(f"sqlite:///{stack.home / 'tasklens.db'}")
+        try:
+            config_alerts = [a for a in store.list_alerts() if a["dag_id"] == "tasklens"]
+            assert len(config_alerts) == 1 and "slak" in config_alerts[0]["title"]
+            assert store.occurrence_count(config_alerts[0]["id"]) == 1
+        finally:
+            store.dispose()
+    finally:
+        rules.write_text(GOOD_RULES)
+    deadline = time.monotonic() + 60
+    while stack.request("GET", "/tasklens/health", user=None)[1] == {"status": "degraded"}:
+        assert time.monotonic() < deadline, "health still degraded after the fix"
+        time.sleep(0.5)

@@ -43,6 +43,17 @@ def test_check_config_reports_the_bad_key_and_exits_1(tmp_path, monkeypatch, cap
     assert "ERROR" in out and "rules.yml" in out and "slak" in out
 
 
+def test_check_config_names_a_missing_rules_file_and_what_runs_meanwhile(tmp_path, monkeypatch, capsys):
+    """The rules file missing: exit 1, the file, the key and the fix, and that running DAGs use a fallback."""
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AIRFLOW__TASKLENS__RULES_FILE", str(tmp_path / "missing.yml"))
+    config.reset()
+    assert main(["check-config"]) == 1
+    out = capsys.readouterr().out
+    assert f"ERROR: {tmp_path / 'missing.yml'}: rules_file: file not found. Fix: create it" in out
+    assert "running DAGs are not affected: tasklens uses the built-in rules" in out
+
+
 @pytest.mark.parametrize(
     ("rules_text", "default_preset", "expected"),
     [

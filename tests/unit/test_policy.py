@@ -13,17 +13,26 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, ExceptionRetryPolicy, RetryRule, task
 
 import tasklens
-from tasklens import config, policy, retry
+from tasklens import config, metrics, policy, retry
 from tasklens.callbacks import FailureCallback
 from tasklens.exceptions import ConfigError
 
 
 @pytest.fixture(autouse=True)
-def fresh_config(monkeypatch):
+def fresh_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "home"))  # no last good rules file from another test
     monkeypatch.delenv("AIRFLOW__TASKLENS__RULES_FILE", raising=False)
     monkeypatch.delenv("AIRFLOW__TASKLENS__DEFAULT_RETRY_PRESET", raising=False)
     config.reset()
+    policy._counted.clear()
     yield
+    config.reset()
+
+
+@pytest.fixture
+def default_transient(monkeypatch):
+    """``[tasklens] default_retry_preset = transient_network`` (opting in; the default is none)."""
+    monkeypatch.setenv("AIRFLOW__TASKLENS__DEFAULT_RETRY_PRESET", "transient_network")
     config.reset()
 
 
@@ -62,8 +71,21 @@ def test_opted_out_dags_are_left_alone():
     assert op.retry_policy is None
 
 
-def test_task_without_retry_settings_gets_the_default_preset():
-    """A task that sets no retry settings gets the whole default preset (transient_network)."""
+def test_by_default_no_task_gets_a_preset():
+    """Installing tasklens changes no task's retries: default_retry_preset is none, so a task without retry
+    settings keeps Airflow's own (and gains only the failure callback)."""
+    with DAG("tl_policy_untouched", schedule=None):
+        op = EmptyOperator(task_id="t")
+        bare = EmptyOperator(task_id="bare")
+    policy.task_policy(op)
+    assert config.default_retry_preset() is None
+    assert (op.retries, op.retry_delay, op.retry_exponential_backoff, op.max_retry_delay, op.retry_policy) == (
+        bare.retries, bare.retry_delay, bare.retry_exponential_backoff, bare.max_retry_delay, None)
+    assert any(isinstance(cb, FailureCallback) for cb in op.on_failure_callback)
+
+
+def test_task_without_retry_settings_gets_the_default_preset(default_transient):
+    """With default_retry_preset set, a task that sets no retry settings gets the whole preset."""
     with DAG("tl_policy_default", schedule=None):
         op = EmptyOperator(task_id="t")
     policy.task_policy(op)
@@ -74,7 +96,7 @@ def test_task_without_retry_settings_gets_the_default_preset():
 
 
 @pytest.mark.parametrize("where", ["task", "default_args"])
-def test_explicit_retry_timing_is_kept_and_gains_the_retry_policy(where):
+def test_explicit_retry_timing_is_kept_and_gains_the_retry_policy(where, default_transient):
     """Retries set on the task or in default_args are kept; only the preset's retry_policy is added."""
     own = {"retries": 1, "retry_delay": timedelta(seconds=7)}
     with DAG("tl_policy_explicit", schedule=None, default_args=own if where == "default_args" else {}):
@@ -95,7 +117,7 @@ def test_own_retry_policy_is_kept():
     assert op.retry_policy is own
 
 
-def test_mapped_and_decorated_tasks_are_adopted():
+def test_mapped_and_decorated_tasks_are_adopted(default_transient):
     """Mapped operators and @task functions get the callback and the preset too."""
     with DAG("tl_policy_mapped", schedule=None):
         mapped = BashOperator.partial(task_id="mapped").expand(bash_command=["true", "false"])
@@ -138,8 +160,8 @@ def test_rules_file_selects_presets_by_dag_id_tag_and_operator(rules_file):
     assert policy.retry_preset_for(spark)[1] == "spark_job"
     for op in (spark, quality, python, plain):
         policy.task_policy(op)
-    assert [op.retry_policy.preset_name for op in (spark, quality, python, plain)] == [
-        "spark_job", "fail_fast", "fail_fast", "transient_network"]
+    assert [op.retry_policy.preset_name for op in (spark, quality, python)] == ["spark_job", "fail_fast", "fail_fast"]
+    assert plain.retry_policy is None  # no entry matches and default_retry_preset is none
 
 
 def test_default_preset_none_leaves_unmatched_tasks_retries_alone(monkeypatch):
@@ -153,32 +175,68 @@ def test_default_preset_none_leaves_unmatched_tasks_retries_alone(monkeypatch):
     assert any(isinstance(cb, FailureCallback) for cb in op.on_failure_callback)
 
 
-def test_unknown_preset_in_rules_file_is_a_policy_violation(rules_file):
-    """An unknown preset name raises AirflowClusterPolicyViolation naming the entry, the name and the fix."""
+def test_unknown_preset_in_rules_file_is_skipped_and_reported(rules_file, caplog, monkeypatch):
+    """An unknown preset in retry_policies is no DAG import error: the entry is skipped (the next matching entry
+    applies), a warning names the entry, the name and the fix, and tasklens.config_errors counts it once."""
+    counted: list[str] = []
+    monkeypatch.setattr(metrics, "count_config_error", counted.append)
     path = rules_file("""
         retry_policies:
           spark_jobs:
             preset: spark
             match: {tags: [spark]}
+          everything:
+            preset: fail_fast
     """)
-    with DAG("tl_policy_bad_preset", schedule=None):
+    with DAG("tl_policy_bad_preset", schedule=None, tags=["spark"]):
         op = EmptyOperator(task_id="t")
-    with pytest.raises(AirflowClusterPolicyViolation) as raised:
-        policy.task_policy(op)
-    message = str(raised.value)
-    assert f"{path}: retry_policies.spark_jobs.preset: unknown retry preset 'spark'" in message
-    assert "Fix: did you mean 'spark_job'?" in message
-    assert "tl_policy_bad_preset.t" in message
+        other = EmptyOperator(task_id="u")
+    policy.task_policy(op)
+    policy.task_policy(other)
+    assert op.retry_policy.preset_name == "fail_fast"
+    (problem,) = config.problems()
+    assert (problem.kind, problem.source, problem.key) == ("unknown_preset", str(path),
+                                                           "retry_policies.spark_jobs.preset")
+    assert "unknown retry preset 'spark'" in problem.message and "did you mean 'spark_job'?" in problem.message
+    assert caplog.text.count("unknown retry preset 'spark'") == 1
+    assert counted == ["unknown_preset"]
 
 
-def test_unknown_default_preset_is_a_policy_violation(monkeypatch):
-    """A misspelt ``default_retry_preset`` fails DAG parsing instead of leaving tasks unprotected."""
+def test_unknown_default_preset_is_skipped_and_reported(monkeypatch):
+    """A misspelt default_retry_preset leaves tasks as if it were none and is recorded, not raised."""
     monkeypatch.setenv("AIRFLOW__TASKLENS__DEFAULT_RETRY_PRESET", "transient")
     config.reset()
     with DAG("tl_policy_bad_default", schedule=None):
         op = EmptyOperator(task_id="t")
-    with pytest.raises(AirflowClusterPolicyViolation, match="default_retry_preset: unknown retry preset 'transient'"):
-        policy.task_policy(op)
+    policy.task_policy(op)
+    assert op.retry_policy is None
+    assert [(p.key, p.kind) for p in config.problems()] == [("default_retry_preset", "unknown_preset")]
+    assert "did you mean 'transient_network'" in config.problems()[0].fix
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("routes:\n  - name: r\n    channels: [slak]\n", "invalid_rules"),
+        ("routes:\n  - name: r\n    channels: [slack]\n    match: {regex: '('}\n", "invalid_rules"),
+        ("routes: [unclosed\n", "invalid_yaml"),
+        (None, "missing_file"),
+    ],
+    ids=["unknown-channel", "bad-regex", "invalid-yaml", "missing-file"],
+)
+def test_bad_rules_file_never_raises_from_the_policy(tmp_path, monkeypatch, text, kind):
+    """A bad rules file (unknown channel, bad regex, invalid YAML, missing) is no policy violation: the task is
+    adopted with the built-in rules and the problem is recorded with its kind."""
+    path = tmp_path / "rules.yml"
+    if text is not None:
+        path.write_text(text)
+    monkeypatch.setenv("AIRFLOW__TASKLENS__RULES_FILE", str(path))
+    config.reset()
+    with DAG("tl_policy_bad_rules", schedule=None):
+        op = EmptyOperator(task_id="t")
+    policy.task_policy(op)
+    assert any(isinstance(cb, FailureCallback) for cb in op.on_failure_callback)
+    assert [p.kind for p in config.problems()] == [kind]
 
 
 def test_negative_delay_is_a_policy_violation():
@@ -226,7 +284,7 @@ def test_policy_is_registered_through_the_entry_point():
         op = EmptyOperator(task_id="t")
     settings.task_policy(op)
     assert any(isinstance(cb, FailureCallback) for cb in op.on_failure_callback)
-    assert op.retry_policy.preset_name == "transient_network"
+    assert op.retry_policy is None
 
 
 def test_bad_configuration_becomes_a_dagbag_import_error(tmp_path):

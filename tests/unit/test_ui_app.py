@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from jwt import InvalidTokenError
 
-from tasklens import config, dispatch, reconcile
+from tasklens import config, configcheck, dispatch, reconcile
 from tasklens.alerts import Alert, AlertKind, Delivery, Severity
 from tasklens.store import Store, get_store, reset_stores
 
@@ -82,11 +82,15 @@ def auth_manager(monkeypatch: pytest.MonkeyPatch) -> FakeAuthManager:
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     monkeypatch.setenv("AIRFLOW__TASKLENS__STORE_URL", f"sqlite:///{tmp_path / 'tasklens.db'}")
     monkeypatch.setenv("AIRFLOW__TASKLENS__DISPATCHER_ENABLED", "false")
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("AIRFLOW__TASKLENS__RULES_FILE", raising=False)
     config.reset()
+    configcheck.reset()
     reset_stores()
     yield get_store(migrate=True)  # as `tasklens db upgrade` would
     reset_stores()
     config.reset()
+    configcheck.reset()
 
 
 @pytest.fixture
@@ -239,24 +243,67 @@ def test_task_instance_tab_needs_read_access_and_reads_map_index(client: TestCli
 def test_health_hides_alert_content_and_reports_an_unreachable_store(
     client: TestClient, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Health needs no user, shows the outbox and per-channel errors (first line only), 503 without a store."""
+    """Health shows an authenticated user the outbox and per-channel errors (first line only), 503 without a
+    store."""
     alert_id = seed(store, title="secret title")
     claimed = store.claim("test")
     store.mark_failed([c.id for c in claimed], token=claimed[0].claim_token,
                       error="HTTP 500 from Slack\n[parameters: ('secret title',)]", next_attempt_at=store.clock())
-    body = client.get("/tasklens/health").json()
+    body = client.get("/tasklens/health", headers=bearer("viewer")).json()
     assert body["store"]["reachable"] is True and body["outbox"]["pending"] == 1
     assert body["last_delivery_error_by_channel"]["slack"]["error"] == "HTTP 500 from Slack"
     assert "secret" not in json.dumps(body) and alert_id
     monkeypatch.setattr(store, "outbox_stats", lambda: (_ for _ in ()).throw(RuntimeError("db gone secret")))
-    down = client.get("/tasklens/health")
+    down = client.get("/tasklens/health", headers=bearer("viewer"))
     assert down.status_code == 503
     assert down.json()["store"] == {"reachable": False, "error": "RuntimeError"}
+    anonymous = client.get("/tasklens/health")
+    assert (anonymous.status_code, anonymous.json()) == (503, {"status": "unhealthy"})
+
+
+def test_health_shows_anonymous_callers_the_status_only(client: TestClient, store: Store) -> None:
+    """Without a valid credential health is ``{"status": ...}`` and nothing else (no channel, error or path text);
+    a valid Bearer token or the UI's cookie gets the details, an invalid token the status only."""
+    seed(store)
+    claimed = store.claim("test")
+    store.mark_failed([c.id for c in claimed], token=claimed[0].claim_token, error="HTTP 500 from Slack",
+                      next_attempt_at=store.clock())
+    anonymous = client.get("/tasklens/health")
+    assert anonymous.status_code == 200 and anonymous.json() == {"status": "ok"}
+    assert client.get("/tasklens/health", headers=bearer("nobody")).json() == {"status": "ok"}
+    for credentials in ({"headers": bearer("viewer")}, {"cookies": {"_token": "viewer"}}):
+        detailed = client.get("/tasklens/health", **credentials).json()
+        assert detailed["status"] == "ok" and detailed["config"] == {"ok": True, "errors": []}
+        assert detailed["last_delivery_error_by_channel"]["slack"]["error"] == "HTTP 500 from Slack"
+
+
+def test_health_and_alerts_page_report_a_bad_rules_file(
+    client: TestClient, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rules file naming an unknown channel: health is "degraded" (status only when anonymous), the details name
+    the file, the key and the fix, and the Alerts page shows them in a banner."""
+    rules = tmp_path / "rules.yml"
+    rules.write_text("routes:\n  - name: r\n    channels: [slak]\n")
+    monkeypatch.setenv("AIRFLOW__TASKLENS__RULES_FILE", str(rules))
+    config.reset()
+    configcheck.reset()
+    assert client.get("/tasklens/health").json() == {"status": "degraded"}
+    detailed = client.get("/tasklens/health", headers=bearer("viewer")).json()
+    (error,) = detailed["config"]["errors"]
+    assert detailed["status"] == "degraded" and detailed["config"]["ok"] is False
+    assert (error["source"], error["key"], error["kind"]) == (str(rules), "routes[0].channels[0]", "invalid_rules")
+    assert "slak" in error["problem"] and error["fix"] and error["fallback"] == "the built-in rules"
+    page = client.get("/tasklens/alerts", headers=bearer("viewer")).text
+    assert 'data-testid="config-errors"' in page and str(rules) in page and "slak" in page
+    rules.write_text("routes:\n  - name: r\n    channels: [slack]\n")
+    configcheck.check(alert=False)
+    assert 'data-testid="config-errors"' not in client.get("/tasklens/alerts", headers=bearer("viewer")).text
 
 
 def test_lifespan_starts_and_stops_the_dispatcher(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """With dispatcher_enabled the app's lifespan starts the background dispatcher (and the killed-task
-    reconciler) and stops them on shutdown; routes of the lazily built app are installed first."""
+    reconciler and the configuration checker) and stops them on shutdown; routes of the lazily built app are
+    installed first."""
     from tasklens.ui.app import create_app
 
     calls: list[str] = []
@@ -266,10 +313,12 @@ def test_lifespan_starts_and_stops_the_dispatcher(store: Store, monkeypatch: pyt
     monkeypatch.setattr(dispatch, "stop_background_dispatcher", lambda: calls.append("stop"))
     monkeypatch.setattr(reconcile, "start_background_reconciler", lambda: calls.append("reconciler") or None)
     monkeypatch.setattr(reconcile, "stop_background_reconciler", lambda: calls.append("reconciler stop"))
+    monkeypatch.setattr(configcheck, "start_background_checker", lambda: calls.append("checker") or True)
+    monkeypatch.setattr(configcheck, "stop_background_checker", lambda: calls.append("checker stop"))
     with TestClient(create_app(lazy=True)) as test_client:
-        assert calls == ["start", "reconciler"]
+        assert calls == ["checker", "start", "reconciler"]
         assert test_client.get("/openapi.json").json()["paths"].keys() >= {"/api/alerts", "/api/summary"}
-    assert calls == ["start", "reconciler", "reconciler stop", "stop"]
+    assert calls == ["checker", "start", "reconciler", "checker stop", "reconciler stop", "stop"]
 
 
 def test_building_the_plugin_app_does_not_import_airflow_api_security() -> None:

@@ -7,6 +7,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from tasklens.api import check_alert_arguments
+
 __all__ = ["AlertOperator"]
 
 
@@ -16,6 +18,10 @@ class AlertOperator(BaseOperator):
 
         AlertOperator(task_id="drift_alert", title="Drift {{ ds }}", severity="warning",
                       data={"score": "{{ ti.xcom_pull('score') }}"})
+
+    An unknown ``severity`` or ``template`` raises :class:`~tasklens.exceptions.ConfigError` naming the fix: when
+    the DAG is parsed if the value is literal, else when the task runs (the task fails; nothing is dropped
+    silently).
     """
 
     template_fields: Sequence[str] = ("title", "severity", "template", "data")
@@ -35,10 +41,17 @@ class AlertOperator(BaseOperator):
         self.severity = severity
         self.template = template
         self.data = dict(data or {})
+        if not _is_templated(severity) and not _is_templated(template):
+            check_alert_arguments(severity, template, where=f"AlertOperator {self.task_id!r}")
 
     def execute(self, context: Any) -> None:
         from tasklens import events, pipeline
 
+        severity, template = check_alert_arguments(self.severity, self.template,
+                                                   where=f"AlertOperator {self.task_id!r}")
         event = pipeline.run_stage("alerts.context", events.from_context, "running", context, source="worker")
-        pipeline.raise_custom_alert(str(self.title), str(self.severity), self.template, dict(self.data),
-                                    context=event)
+        pipeline.raise_custom_alert(str(self.title), severity, template, dict(self.data), context=event)
+
+
+def _is_templated(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)

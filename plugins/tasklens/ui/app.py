@@ -13,8 +13,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
-__all__ = ["create_app", "get_app", "health", "install_routes"]
+__all__ = ["create_app", "get_app", "health", "install_routes", "is_authenticated"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except Exception:  # writers spool until a migration succeeds; /tasklens/health says so
         log.warning("tasklens: the alert store could not be migrated; run `tasklens db upgrade`", exc_info=True)
     try:
+        # Bad configuration is reported from here (health, Alerts page banner, one alert per error).
+        from tasklens import configcheck
+
+        configcheck.start_background_checker()
+    except Exception:
+        log.warning("tasklens: the configuration checker did not start", exc_info=True)
+    try:
         from tasklens import config, dispatch, pipeline
 
         if config.dispatcher_enabled():
@@ -54,8 +62,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        from tasklens import reconcile
+        from tasklens import configcheck, reconcile
 
+        configcheck.stop_background_checker()
         reconcile.stop_background_reconciler()
         if started:
             from tasklens import dispatch
@@ -72,12 +81,14 @@ def _first_line(text: Any) -> str | None:
     return line[:_ERROR_TEXT_LIMIT]
 
 
-def health() -> tuple[int, dict[str, Any]]:
-    """Store reachability, dispatcher state, pending outbox size and the last delivery error per channel.
+def health(*, details: bool = True) -> tuple[int, dict[str, Any]]:
+    """Store reachability, dispatcher state, pending outbox size, the last delivery error per channel and the
+    configuration errors tasklens works around.
 
-    Reveals no alert content: counts, timestamps, channel names and the first line of errors only.
+    Reveals no alert content: counts, timestamps, channel names and the first line of errors only. Without
+    ``details`` (an unauthenticated caller) the body is ``{"status": ...}`` only; the HTTP code is the same.
     """
-    from tasklens import config, dispatch
+    from tasklens import config, configcheck, dispatch
 
     body: dict[str, Any] = {"status": "ok"}
     try:
@@ -113,7 +124,33 @@ def health() -> tuple[int, dict[str, Any]]:
     body["last_delivery_error_by_channel"] = errors
     if body["status"] == "ok" and enabled and not body["dispatcher"]["running"]:
         body["status"] = "degraded"
-    return (503 if body["status"] == "unhealthy" else 200), body
+    try:
+        problems = configcheck.problem_views(configcheck.current_problems())
+    except Exception:
+        log.warning("tasklens health: the configuration check failed", exc_info=True)
+        problems = [{"message": "the configuration check failed; see the api-server log"}]
+    body["config"] = {"ok": not problems, "errors": problems}
+    if body["status"] == "ok" and problems:
+        body["status"] = "degraded"
+    code = 503 if body["status"] == "unhealthy" else 200
+    return code, (body if details else {"status": body["status"]})
+
+
+async def is_authenticated(request: Request) -> bool:
+    """Whether the request carries a valid Airflow credential (Bearer token or the UI's ``_token`` cookie),
+    decided by Airflow's own ``get_user``; never raises."""
+    # Airflow's API security module takes ~2 s to import: only the api-server, on the first health call, pays it.
+    from airflow.api_fastapi.core_api import security
+
+    try:
+        credentials = await security.bearer_scheme(request)
+        await security.get_user(request=request, _oauth_token=None, bearer_credentials=credentials)
+    except HTTPException:
+        return False
+    except Exception:
+        log.warning("tasklens health: could not check the caller's credentials", exc_info=True)
+        return False
+    return True
 
 
 def _wants_html(request: Request) -> bool:
@@ -140,14 +177,18 @@ def create_app(*, lazy: bool = False) -> FastAPI:
     app = FastAPI(
         title="tasklens",
         description="Task-level alerts of Airflow: list, inspect, acknowledge, resolve and mute. Every route except "
-        "`/health` needs an authenticated Airflow user (Bearer token or the UI's `_token` cookie).",
+        "`/health` needs an authenticated Airflow user (Bearer token or the UI's `_token` cookie); `/health` shows "
+        "anonymous callers the status only.",
         version="1",
         lifespan=lifespan,
     )
 
-    @app.get("/health", tags=["health"], summary="Store, dispatcher and outbox health (no alert content)")
-    def get_health() -> JSONResponse:
-        code, body = health()
+    @app.get("/health", tags=["health"],
+             summary="Health: status only for anonymous callers; store, dispatcher, outbox and configuration errors "
+                     "for an authenticated Airflow user (no alert content)")
+    async def get_health(request: Request) -> JSONResponse:
+        details = await is_authenticated(request)
+        code, body = await run_in_threadpool(functools.partial(health, details=details))
         return JSONResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
 
     @app.exception_handler(HTTPException)

@@ -199,7 +199,18 @@ def alerts_page(
         windows=tuple(WINDOWS),
         mute_choices=MUTE_CHOICES,
         user=auth.user_name(user),
+        config_errors=_config_errors(),
     )
+
+
+def _config_errors() -> list[dict[str, str]]:
+    """The configuration errors tasklens works around, for the Alerts page banner."""
+    from tasklens import configcheck
+
+    try:
+        return configcheck.problem_views(configcheck.current_problems())
+    except Exception:  # the page still renders; the banner says the check itself failed
+        return [{"message": "the tasklens configuration check failed; see the api-server log"}]
 
 
 @router.get("/alerts/{alert_id}", response_class=HTMLResponse, name="alert_page")
