@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tasklens._once import WarnOnce
@@ -23,6 +23,7 @@ __all__ = [
     "handle_metric",
     "ingest_spool",
     "raise_custom_alert",
+    "record_settled_success",
     "run_stage",
 ]
 
@@ -77,7 +78,34 @@ def _raise_alerts(event: TaskEvent) -> None:
     """Rules -> routing -> store (the alert engine wires this stage), within the store's time budget."""
     if event.event not in _ALERTING_EVENTS:
         return  # no rule reacts to it, so the store is not touched (task start, skips)
+    if event.event == "success":
+        _raise_success_alerts(event)
+        return
     _persist(lambda: _record_event_alerts(event), "event", event.to_dict(), wait=_waits_for_store(event))
+
+
+def _raise_success_alerts(event: TaskEvent) -> None:
+    """A success touches the store only when a rule fires on it alone (a fixed ``max_duration``). Resolving the
+    alerts it ends and comparing it with its history need no word from the task: the api-server does both from
+    Airflow's own records (:func:`record_settled_success`), so the common case costs no I/O at all."""
+    from tasklens import config, rules
+    from tasklens.alerts import AlertKind
+
+    ruleset = config.ruleset()
+    alerts = [a for a in rules.evaluate_event(event, ruleset) if a.kind != AlertKind.RESOLVE]
+    if alerts:
+        _persist(lambda: _record(alerts, ruleset, event=event), "event", event.to_dict(),
+                 wait=_waits_for_store(event))
+
+
+def record_settled_success(event: TaskEvent, recent_durations_s: Sequence[float]) -> None:
+    """A success read from Airflow's metadata DB (the api-server's checks): close the alerts it resolves, check its
+    duration against ``recent_durations_s`` and store the event (the UI's task tab). Raises
+    :class:`~tasklens.exceptions.StoreError` when the store cannot take it (the check retries next pass)."""
+    from tasklens import config, rules
+
+    ruleset = config.ruleset()
+    _record(rules.evaluate_event(event, ruleset, recent_durations_s=recent_durations_s), ruleset, event=event)
 
 
 def _record_event_alerts(event: TaskEvent) -> None:

@@ -155,7 +155,10 @@ class ErrorRule:
             except re.error as error:
                 raise ConfigError(where, "messages", f"bad regular expression {pattern!r}: {error}",
                                   "escape special characters with re.escape()") from None
-        self.exception_classes()  # fail now, at DAG parse, not at 3 am in the worker
+        if not self.optional:
+            self.exception_classes()  # fail now, at DAG parse, not at 3 am in the worker
+        # Optional rules (the built-in presets' library errors) resolve on first match: importing requests, botocore
+        # and friends in every process that merely loads tasklens would cost every task process ~0.3 s.
 
     def describe(self) -> str:
         names = [spec if isinstance(spec, str) else f"{spec.__module__}.{spec.__qualname__}"

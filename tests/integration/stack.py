@@ -148,9 +148,12 @@ class AirflowStack:
     """
 
     def __init__(
-        self, home: Path, dags_folder: Path, env: Mapping[str, str] | None = None, *, migrate_store: bool = True
+        self, home: Path, dags_folder: Path, env: Mapping[str, str] | None = None, *, migrate_store: bool = True,
+        python: Path | None = None,
     ) -> None:
         self.home = Path(home)
+        # Another venv's interpreter (the overhead benchmark's baseline without tasklens); default: this one.
+        self.command = [str(python), "-m", "airflow"] if python else [AIRFLOW]
         self.migrate_store = migrate_store  # False: the api-server's start is what migrates the tasklens store
         self.dags_folder = Path(dags_folder)
         self.port = free_port()
@@ -189,7 +192,7 @@ class AirflowStack:
         for name in ("api-server", "scheduler", "dag-processor"):
             out = open(logs / f"{name}.log", "wb")
             self.processes[name] = subprocess.Popen(
-                [AIRFLOW, name], env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                [*self.command, name], env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
