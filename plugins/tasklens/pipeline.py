@@ -65,10 +65,11 @@ def _emit_metrics(event: TaskEvent) -> None:
     metrics.record_event(event)
 
 
-def _raise_alerts(event: TaskEvent) -> None:
-    """Rules -> routing -> store (the alert engine wires this stage)."""
+def _raise_alerts(event: TaskEvent) -> bool | None:
+    """Rules -> routing -> store (the alert engine wires this stage). False when the store already had this
+    attempt's failure (another reporter was first); None when the store was not asked."""
     if event.event not in _ALERTING_EVENTS:
-        return  # no rule reacts to it, so the store is not touched (task start, skips)
+        return None  # no rule reacts to it, so the store is not touched (task start, skips)
     from tasklens import config, rules
     from tasklens.store import get_store
 
@@ -83,7 +84,8 @@ def _raise_alerts(event: TaskEvent) -> None:
     # median-based duration rule needs the history. Most successes are shorter than the rule's min_duration
     # (5 min built in), so they skip the history read and cost one write transaction.
     keep_event = event.event != "success" or bool(median_rules)
-    _store_alerts(alerts, ruleset, event=event if keep_event else None)
+    result = _store_alerts(alerts, ruleset, event=event if keep_event else None)
+    return None if result is None or not keep_event else result.first_report
 
 
 #: Events the alert rules react to; "running" and "skipped" never touch the store.
@@ -105,7 +107,7 @@ def _may_exceed_median(rule: Any, event: TaskEvent) -> bool:
 
 
 def _store_alerts(alerts: Any, ruleset: Any, *, event: TaskEvent | None = None,
-                  deliveries_for: Callable[[Any], Any] | None = None) -> None:
+                  deliveries_for: Callable[[Any], Any] | None = None) -> Any:
     """Route ``alerts`` (muted routes dropped) and record them, with ``event``, in one store transaction."""
     from datetime import datetime, timezone
 
@@ -114,7 +116,7 @@ def _store_alerts(alerts: Any, ruleset: Any, *, event: TaskEvent | None = None,
     from tasklens.store import get_store
 
     if not alerts and event is None:
-        return
+        return None
     now = datetime.now(timezone.utc)
     items: list[tuple[Any, Any, bool]] = []
     for alert in alerts:
@@ -134,14 +136,19 @@ def _store_alerts(alerts: Any, ruleset: Any, *, event: TaskEvent | None = None,
         from tasklens import dispatch
 
         dispatch.deliver_now(store, result.queued_delivery_ids, budget_s=budget)
+    return result
 
 
-_EVENT_STAGES: tuple[tuple[str, Callable[[TaskEvent], None]], ...] = (
+_EVENT_STAGES: tuple[tuple[str, Callable[[TaskEvent], object]], ...] = (
     ("logs.context", _bind_log_context),
     ("logs.stream", _write_event_stream),
     ("metrics", _emit_metrics),
     ("alerts", _raise_alerts),
 )
+
+
+#: Failure reports that may come several times per attempt when they come from outside the task process.
+_FAILURE_EVENTS = frozenset({"failed", "up_for_retry", "killed"})
 
 
 def handle(event: TaskEvent) -> None:
@@ -150,8 +157,23 @@ def handle(event: TaskEvent) -> None:
 
     if not run_stage("config", config.enabled):
         return
+    if event.source != "worker" and event.event in _FAILURE_EVENTS:
+        _handle_secondhand_failure(event)
+        return
     for stage, func in _EVENT_STAGES:
         run_stage(stage, func, event)
+
+
+def _handle_secondhand_failure(event: TaskEvent) -> None:
+    """A failure reported from outside the task process: the scheduler listener, the dag-processor's callback (run
+    twice), the reconciler (maybe two at once), the api-server. Several of them report one attempt, so the store
+    decides first (one failure outcome per attempt) and only the first report reaches the event stream and the
+    metrics. The worker's own report keeps the cheap order above; when the store is unavailable, count anyway."""
+    run_stage("logs.context", _bind_log_context, event)
+    if run_stage("alerts", _raise_alerts, event) is False:
+        return
+    run_stage("logs.stream", _write_event_stream, event)
+    run_stage("metrics", _emit_metrics, event)
 
 
 def handle_metric(name: str, value: float, labels: Mapping[str, str], context: TaskEvent | None = None) -> None:

@@ -53,7 +53,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The newest migration in ``tasklens/migrations/versions``; a unit test keeps the two in step.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 VERSION_TABLE = "tasklens_alembic_version"
 DELIVERY_STATES = ("pending", "sent", "failed", "dead")
 #: Delivery states that still lead to a message (the channel "got or will get" the alert).
@@ -253,6 +253,15 @@ channel_slots_table = sa.Table(
 )
 
 
+leases_table = sa.Table(
+    "tasklens_leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),  # what is led ("reconciler")
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),  # epoch seconds by the database's clock (migration 0005)
+)
+
+
 @dataclasses.dataclass
 class RecordResult:
     """What :meth:`Store.record` did: ids of touched alerts and how each occurrence was counted."""
@@ -261,6 +270,7 @@ class RecordResult:
     new_alerts: int = 0
     folded: int = 0  # same fingerprint while open: occurrences + 1
     duplicates: int = 0  # the same attempt reported again (listener + callback + reconciler): ignored
+    first_report: bool = True  # False: this attempt's failure was already stored (by another reporter)
     resolved: int = 0
     queued_delivery_ids: list[int] = dataclasses.field(default_factory=list)
 
@@ -481,7 +491,7 @@ class Store:
             with self._write() as conn:
                 first_report = True
                 if event is not None:
-                    first_report = self._insert_event(conn, event, now)
+                    first_report = result.first_report = self._insert_event(conn, event, now)
                 # A success proposes several resolves and usually nothing is open: one SELECT answers for all.
                 resolves = [item[0] for item in batch if item[0].kind == AlertKind.RESOLVE]
                 anything_to_resolve = bool(resolves) and self._any_open(conn, resolves)
