@@ -70,7 +70,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-KILLED_REASON = "the task process was killed before it reported its failure ({cause}); see the task log"
+KILLED_REASON = "the task process ended ({cause}) before it reported its failure; see the task log"
 LOST_REPORT_REASON = (
     "the failure report was lost: the task failed, but its tasklens report never reached the store ({cause})"
 )
@@ -180,7 +180,7 @@ class Evidence:
     """What an attempt's task log says about how it ended."""
 
     readable: bool = False  # any line of the attempt's own log was read
-    death: str | None = None  # how the process died, from the supervisor ("SIGKILL (signal 9)"), else None
+    death: str | None = None  # how the process died, from the supervisor ("SIGKILL, signal 9, ..."), else None
     task_saw_failure: bool = False  # the task runner logged the failure before reporting it
     exception_type: str | None = None
     exception_message: str | None = None
@@ -201,13 +201,14 @@ def _death(message: Any, event: str) -> str | None:
         name, number = _field(message, "signal_name"), _field(message, "signal")
         if name is None:
             return None  # not the supervisor's record (it always names the signal)
+        hint = ", often the out-of-memory killer" if name == "SIGKILL" else ""
         try:
-            return f"{name} (signal {abs(int(number))})"
+            return f"{name}, signal {abs(int(number))}{hint}"
         except (TypeError, ValueError):
             return str(name)
-    if _SIGSEGV_EVENT in event:
-        return "SIGSEGV (segmentation fault)"
-    if event.startswith(_ABNORMAL_EXIT_EVENT):
+    if _SIGSEGV_EVENT in event and _field(message, "level") == "critical":
+        return "SIGSEGV, a segmentation fault"
+    if event.startswith(_ABNORMAL_EXIT_EVENT) and _field(message, "exit_code") is not None:
         return f"exit code {_field(message, 'exit_code')}"
     return None
 
@@ -227,9 +228,9 @@ def evidence_from_log(messages: Iterable[Any], *, budget_s: float = LOG_READ_BUD
         if event in _TASK_FAILED_EVENTS:
             saw_failure = True
             detail = _field(message, "error_detail")
-            if isinstance(detail, list) and detail and isinstance(detail[-1], Mapping):
-                exc_type = str(detail[-1].get("exc_type") or "") or exc_type
-                exc_message = str(detail[-1].get("exc_value") or "") or exc_message
+            if isinstance(detail, list) and detail and isinstance(detail[0], Mapping):  # [raised, its causes...]
+                exc_type = str(detail[0].get("exc_type") or "") or exc_type
+                exc_message = str(detail[0].get("exc_value") or "") or exc_message
             elif event == "Task exited":
                 exc_type, exc_message = "SystemExit", str(_field(message, "exit_code"))
         else:
@@ -276,6 +277,31 @@ def _load_attempt(session: Any, key: AttemptKey) -> Any:
     return None
 
 
+def _attempt_state(session: Any, key: AttemptKey, recorded: str) -> str:
+    """How the attempt ended. Airflow archives a retried try in task_instance_history as ``failed`` (``record_ti``
+    runs before the ``up_for_retry`` update); the audit ``log`` row the execution API adds with each state change
+    keeps ``up_for_retry`` (one lookup on its ``idx_log_task_instance`` index)."""
+    if recorded != "failed":
+        return recorded
+    from airflow.models.log import Log
+
+    dag_id, task_id, run_id, map_index, try_number = key
+    logged = session.scalar(
+        sa.select(Log.event)
+        .where(
+            Log.dag_id == dag_id,
+            Log.task_id == task_id,
+            Log.run_id == run_id,
+            Log.map_index == map_index,
+            Log.try_number == try_number,
+            Log.event.in_(FAILURE_STATES),
+        )
+        .order_by(Log.id.desc())
+        .limit(1)
+    )
+    return str(logged) if logged else recorded
+
+
 # -- verdicts -------------------------------------------------------------------------------------------------------
 
 
@@ -297,31 +323,29 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-def killed_event(ti: Any, evidence: Evidence) -> events.TaskEvent:
-    """The ``killed`` event of an attempt whose process died before reporting (keeps Airflow's state)."""
-    state = events.state_name(ti.state)
-    reason = KILLED_REASON.format(cause=f"it ended with {evidence.death}")
+def killed_event(ti: Any, state: str, evidence: Evidence) -> events.TaskEvent:
+    """The ``killed`` event of an attempt whose process died before reporting; ``state`` is how Airflow ended it."""
+    reason = KILLED_REASON.format(cause=evidence.death)
     event = events.from_task_instance("killed", ti, previous_state="running", source="reconciler", reason=reason)
     # A retry is still scheduled when the state is up_for_retry: the rule makes that a warning.
     return events.TaskEvent.from_dict({**event.to_dict(), "state": state})
 
 
-def lost_report_event(ti: Any, evidence: Evidence) -> events.TaskEvent:
-    """The normal ``failed`` / ``up_for_retry`` event of an attempt whose own report never arrived."""
-    kind = events.state_name(ti.state) or "failed"
+def lost_report_event(ti: Any, state: str, evidence: Evidence) -> events.TaskEvent:
+    """The normal ``failed`` / ``up_for_retry`` event (``state``) of an attempt whose own report never arrived."""
     if evidence.death is not None:
-        cause = f"the process ended with {evidence.death} after the task failed"
+        cause = f"the process ended ({evidence.death}) after the task failed"
     elif not evidence.readable:
         cause = "the task log could not be read"
     else:
         cause = "a store write failed or the report ran out of [core] task_success_overtime"
     event = events.from_task_instance(
-        kind, ti, previous_state="running", source="reconciler", reason=LOST_REPORT_REASON.format(cause=cause)
+        state, ti, previous_state="running", source="reconciler", reason=LOST_REPORT_REASON.format(cause=cause)
     )
+    fields: dict[str, Any] = {"state": state}
     if evidence.exception_type or evidence.exception_message:
-        fields = {"exception_type": evidence.exception_type, "exception_message": evidence.exception_message}
-        return events.TaskEvent.from_dict({**event.to_dict(), **fields})
-    return event
+        fields.update(exception_type=evidence.exception_type, exception_message=evidence.exception_message)
+    return events.TaskEvent.from_dict({**event.to_dict(), **fields})
 
 
 @dataclasses.dataclass
@@ -348,12 +372,12 @@ def _judge(row: Any, now: datetime, grace: timedelta) -> events.TaskEvent | None
         except Exception:
             log.warning("tasklens: could not read the task log of %s", key, exc_info=True)
             evidence = Evidence()
+        state = _attempt_state(session, key, events.state_name(row.state) or "failed")
         if evidence.killed:
-            return killed_event(ti, evidence)
-        state = events.state_name(row.state) or "failed"
+            return killed_event(ti, state, evidence)
         if evidence.death is None and now < _report_deadline(state, _aware(row.end_date), grace):
             return None
-        return lost_report_event(ti, evidence)
+        return lost_report_event(ti, state, evidence)
 
 
 def reconcile_once(
