@@ -99,7 +99,7 @@ def explain(url: str, query, title: str) -> None:
     import sqlalchemy as sa
 
     engine = sa.create_engine(url)
-    compiled = query.compile(dialect=engine.dialect)
+    compiled = query.compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
     with engine.connect() as conn:
         plan = conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + str(compiled), compiled.params).scalars().all()
     engine.dispose()
@@ -140,8 +140,9 @@ def main(task_instances: int, rounds: int) -> None:
             return reconcile.reconcile_once(now=now, grace=grace)
 
         checks = {"pass": new_pass(), "catch-up": catch_up()}
-        print(f"unreported attempts: pass {checks['pass']}, catch-up {checks['catch-up']}, "
-              f"baseline {old_pass(now)}", flush=True)
+        found = {name: r.killed + r.lost_reports + r.waiting for name, r in checks.items()}
+        print(f"unreported attempts: pass {found['pass']}, catch-up {found['catch-up']}, baseline {old_pass(now)}",
+              flush=True)
         explain(airflow_url, reconcile.ended_attempts_query(steady_since, now - grace), "pass query (steady state)")
         explain(airflow_url, reconcile.ended_attempts_query(now - timedelta(hours=6), now - grace),
                 "catch-up query (6 h)")

@@ -116,8 +116,10 @@ def ended_attempts_query(since: datetime, until: datetime) -> Any:
     ti = TaskInstance.__table__
     tih = TaskInstanceHistory.__table__
     heartbeat_since = since - HEARTBEAT_SLACK
+    # Only a TI past its first try has archived tries: a few percent of the recent ones, so the history rows are
+    # reached by that many lookups on its unique index, however large the history table grows.
     recent = sa.select(ti.c.dag_id, ti.c.task_id, ti.c.run_id, ti.c.map_index).where(
-        ti.c.last_heartbeat_at >= heartbeat_since
+        ti.c.last_heartbeat_at >= heartbeat_since, ti.c.try_number > 1
     )
     current = sa.select(
         ti.c.dag_id, ti.c.task_id, ti.c.run_id, ti.c.map_index, ti.c.try_number, ti.c.state, ti.c.end_date

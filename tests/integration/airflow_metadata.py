@@ -77,7 +77,7 @@ def build_metadata_db(
                 FROM (SELECT i, (i * 7919) %% 1000 AS h, 5 + (i * 31) %% 55 AS d,
                              %(now)s::timestamptz - (%(runs)s - i / %(tasks)s) * %(step)s * interval '1 second'
                              - interval '70 seconds' + (i %% %(tasks)s) * interval '1 second' AS s
-                      FROM generate_series(0, %(n)s - 1) AS i) AS tis
+                      FROM generate_series(0::bigint, %(n)s - 1) AS i) AS tis
                 """,
                 params,
             )
