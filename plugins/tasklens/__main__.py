@@ -9,6 +9,8 @@
 - ``db upgrade``: migrate the alert store to this tasklens's schema (also done when the api-server starts; never by
   tasks, the scheduler or the dag-processor).
 - ``spool ingest``: store the writes spooled while the store was unavailable (the dispatcher also does it each pass).
+- ``reconcile --once``: one pass of the api-server's checks over Airflow's metadata DB (unreported failures,
+  successes that resolve alerts or run long); the api-server runs them every ``reconcile_interval_s``.
 """
 
 from __future__ import annotations
@@ -213,6 +215,20 @@ def cmd_spool_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from tasklens import reconcile
+    from tasklens.exceptions import TasklensError
+
+    try:
+        result = reconcile.reconcile_once()
+    except TasklensError as exc:
+        _print(f"tasklens reconcile: ERROR: {exc}")
+        return 1
+    _print(f"tasklens reconcile: {result.killed} killed, {result.lost_reports} lost failure reports, "
+           f"{result.settled} successes settled, {result.waiting} waiting for their report")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tasklens", description="tasklens alert engine tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -236,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     spool = commands.add_parser("spool", help="writes spooled while the store was unavailable").add_subparsers(
         dest="spool_command", required=True)
     spool.add_parser("ingest", help="store every spooled write now").set_defaults(func=cmd_spool_ingest)
+    check = commands.add_parser("reconcile", help="one pass of the api-server's checks over Airflow's records")
+    check.add_argument("--once", action="store_true", required=True, help="one pass, then exit")
+    check.set_defaults(func=cmd_reconcile)
     return parser
 
 

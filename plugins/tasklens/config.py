@@ -237,13 +237,14 @@ def dispatch_interval_s() -> float:
 
 @_cache
 def reconcile_interval_s() -> float:
-    return _as_float("reconcile_interval_s", 10.0, minimum=0.5)
+    return _as_float("reconcile_interval_s", 5.0, minimum=0.5)
 
 
 @_cache
 def reconcile_grace_s() -> float:
-    """How long after an attempt ended the reconciler waits for the task's own report before calling it killed."""
-    return _as_float("reconcile_grace_s", 15.0, minimum=0.0)
+    """How long after an attempt ended the reconciler waits before judging it from its task log (an up_for_retry
+    attempt with no evidence of a death also waits Airflow's ``[core] task_success_overtime`` + 10 s)."""
+    return _as_float("reconcile_grace_s", 2.0, minimum=0.0)
 
 
 @_cache

@@ -24,7 +24,7 @@ from tasklens import config
 from tasklens.exceptions import StoreError
 from tasklens.spool import Spool
 
-__all__ = ["WAIT_MARGIN_S", "persist", "run_in_background", "spool", "spooled_count"]
+__all__ = ["WAIT_MARGIN_S", "persist", "run_in_background", "spool", "spooled_count", "wait_idle"]
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,17 @@ def run_in_background(work: Callable[[], object]) -> None:
             log.warning("tasklens: background store work failed; it is retried later", exc_info=True)
 
     _get_writer().jobs.put(_Job(guarded, None, None, spool_on_error=False))
+
+
+def wait_idle(timeout_s: float = 10.0) -> bool:
+    """Wait until this process's writer thread has nothing queued or running (tests, orderly shutdown); False
+    when ``timeout_s`` passed first."""
+    writer = _writer
+    if writer is None or writer.pid != os.getpid():
+        return True
+    marker = _Job(lambda: None, None, None, spool_on_error=False)
+    writer.jobs.put(marker)
+    return marker.done.wait(timeout_s)
 
 
 @atexit.register

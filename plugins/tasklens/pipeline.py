@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import collections
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tasklens._once import WarnOnce
 from tasklens.events import TaskEvent
+from tasklens.exceptions import StoreError
 
 __all__ = [
     "ERROR_COUNTS",
@@ -74,14 +76,41 @@ def _emit_metrics(event: TaskEvent) -> None:
     metrics.record_event(event)
 
 
-def _raise_alerts(event: TaskEvent) -> None:
-    """Rules -> routing -> store (the alert engine wires this stage), within the store's time budget."""
+def _raise_alerts(event: TaskEvent, on_recorded: Callable[[bool | None], None] | None = None) -> None:
+    """Rules -> routing -> store (the alert engine wires this stage), within the store's time budget.
+
+    ``on_recorded(first_report)`` runs once the store answered: False when it already had this attempt's failure
+    (another reporter was first), None when the write was spooled instead."""
     if event.event not in _ALERTING_EVENTS:
         return  # no rule reacts to it, so the store is not touched (task start, skips)
     if event.event == "success":
         _raise_success_alerts(event)
         return
-    _persist(lambda: _record_event_alerts(event), "event", event.to_dict(), wait=_waits_for_store(event))
+    once = _Once(on_recorded)
+
+    def write() -> None:
+        try:
+            first_report = _record_event_alerts(event)
+        except StoreError:
+            once(None)  # about to be spooled: counted now, as the store cannot say
+            raise
+        once(first_report)
+
+    _persist(write, "event", event.to_dict(), wait=_waits_for_store(event))
+
+
+class _Once:
+    """Calls ``callback`` the first time only (a write that timed out may still finish later)."""
+
+    def __init__(self, callback: Callable[[bool | None], None] | None) -> None:
+        self.callback = callback
+        self.lock = threading.Lock()
+
+    def __call__(self, first_report: bool | None) -> None:
+        with self.lock:
+            callback, self.callback = self.callback, None
+        if callback is not None:
+            callback(first_report)
 
 
 def _raise_success_alerts(event: TaskEvent) -> None:
@@ -108,7 +137,8 @@ def record_settled_success(event: TaskEvent, recent_durations_s: Sequence[float]
     _record(rules.evaluate_event(event, ruleset, recent_durations_s=recent_durations_s), ruleset, event=event)
 
 
-def _record_event_alerts(event: TaskEvent) -> None:
+def _record_event_alerts(event: TaskEvent) -> bool:
+    """Evaluate and store ``event``'s alerts; returns whether this was the first report of the attempt."""
     from tasklens import config, rules
     from tasklens.store import get_store
 
@@ -123,7 +153,8 @@ def _record_event_alerts(event: TaskEvent) -> None:
     # median-based duration rule needs the history. Most successes are shorter than the rule's min_duration
     # (5 min built in), so they skip the history read and cost one write transaction.
     keep_event = event.event != "success" or bool(median_rules)
-    _record(alerts, ruleset, event=event if keep_event else None)
+    result = _record(alerts, ruleset, event=event if keep_event else None)
+    return result is None or not keep_event or bool(result.first_report)
 
 
 #: Events the alert rules react to; "running" and "skipped" never touch the store.
@@ -144,7 +175,6 @@ def _persist(write: Callable[[], None], op: str, payload: Mapping[str, Any], *, 
     """Store through the writer thread (spooled when the store cannot take it in time); then, when earlier writes
     wait in the spool, ingest them in the background."""
     from tasklens import persist
-    from tasklens.exceptions import StoreError
 
     def write_then_catch_up() -> None:
         try:
@@ -177,8 +207,6 @@ def ingest_spool(*, limit: int = 500, budget_s: float = 10.0) -> int:
     """Store the writes waiting in the spool (oldest first, at most ``limit``, for about ``budget_s``); returns how
     many were stored. Raises when the store is still unavailable (the records stay)."""
     import time
-
-    from tasklens.exceptions import StoreError
 
     def store_unavailable(exc: Exception) -> bool:
         return isinstance(exc, StoreError)
@@ -215,7 +243,7 @@ def _may_exceed_median(rule: Any, event: TaskEvent) -> bool:
 
 
 def _record(alerts: Any, ruleset: Any, *, event: TaskEvent | None = None,
-            deliveries_for: Callable[[Any], Any] | None = None) -> None:
+            deliveries_for: Callable[[Any], Any] | None = None) -> Any:
     """Route ``alerts`` (muted routes dropped) and record them, with ``event``, in one store transaction.
 
     Raises :class:`~tasklens.exceptions.StoreError` when the store cannot take them."""
@@ -226,7 +254,7 @@ def _record(alerts: Any, ruleset: Any, *, event: TaskEvent | None = None,
     from tasklens.store import get_store
 
     if not alerts and event is None:
-        return
+        return None
     now = datetime.now(timezone.utc)
     items: list[tuple[Any, Any, bool]] = []
     for alert in alerts:
@@ -239,15 +267,19 @@ def _record(alerts: Any, ruleset: Any, *, event: TaskEvent | None = None,
             items.append((alert, deliveries, True))  # every route muted: stored as muted, nothing sent
         else:
             items.append((alert, live, False))
-    get_store().record(items, event=event.to_dict() if event is not None else None)
+    return get_store().record(items, event=event.to_dict() if event is not None else None)
 
 
-_EVENT_STAGES: tuple[tuple[str, Callable[[TaskEvent], None]], ...] = (
+_EVENT_STAGES: tuple[tuple[str, Callable[[TaskEvent], object]], ...] = (
     ("logs.context", _bind_log_context),
     ("logs.stream", _write_event_stream),
     ("metrics", _emit_metrics),
     ("alerts", _raise_alerts),
 )
+
+
+#: Failure reports that may come several times per attempt when they come from outside the task process.
+_FAILURE_EVENTS = frozenset({"failed", "up_for_retry", "killed"})
 
 
 def handle(event: TaskEvent) -> None:
@@ -256,8 +288,27 @@ def handle(event: TaskEvent) -> None:
 
     if not run_stage("config", config.enabled):
         return
+    if event.source != "worker" and event.event in _FAILURE_EVENTS:
+        _handle_secondhand_failure(event)
+        return
     for stage, func in _EVENT_STAGES:
         run_stage(stage, func, event)
+
+
+def _handle_secondhand_failure(event: TaskEvent) -> None:
+    """A failure reported from outside the task process: the scheduler listener, the dag-processor's callback (run
+    twice), the reconciler (maybe two at once), the api-server. Several of them report one attempt, so the store
+    decides first (one failure outcome per attempt) and only the first report reaches the event stream and the
+    metrics. The worker's own report keeps the cheap order above; when the store is unavailable, count anyway."""
+    run_stage("logs.context", _bind_log_context, event)
+
+    def count_first_report(first_report: bool | None) -> None:
+        if first_report is False:
+            return  # another reporter was first: its report was streamed and counted
+        run_stage("logs.stream", _write_event_stream, event)
+        run_stage("metrics", _emit_metrics, event)
+
+    run_stage("alerts", _raise_alerts, event, count_first_report)
 
 
 def handle_metric(name: str, value: float, labels: Mapping[str, str], context: TaskEvent | None = None) -> None:

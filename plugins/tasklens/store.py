@@ -57,7 +57,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The newest migration in ``tasklens/migrations/versions``; a unit test keeps the two in step.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 VERSION_TABLE = "tasklens_alembic_version"
 DELIVERY_STATES = ("pending", "sent", "failed", "dead")
 #: Seconds one store call may wait for a lock, a connection or a statement (``[tasklens] store_timeout_s``).
@@ -259,6 +259,15 @@ channel_slots_table = sa.Table(
 )
 
 
+leases_table = sa.Table(
+    "tasklens_leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),  # what is led ("reconciler")
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),  # epoch seconds by the database's clock (migration 0005)
+)
+
+
 @dataclasses.dataclass
 class RecordResult:
     """What :meth:`Store.record` did: ids of touched alerts and how each occurrence was counted."""
@@ -267,6 +276,7 @@ class RecordResult:
     new_alerts: int = 0
     folded: int = 0  # same fingerprint while open: occurrences + 1
     duplicates: int = 0  # the same attempt reported again (listener + callback + reconciler): ignored
+    first_report: bool = True  # False: this attempt's failure was already stored (by another reporter)
     resolved: int = 0
     queued_delivery_ids: list[int] = dataclasses.field(default_factory=list)
 
@@ -596,7 +606,7 @@ class Store:
             with self._write() as conn:
                 first_report = True
                 if event is not None:
-                    first_report = self._insert_event(conn, event, now)
+                    first_report = result.first_report = self._insert_event(conn, event, now)
                 # A success proposes several resolves and usually nothing is open: one SELECT answers for all.
                 resolves = [item[0] for item in batch if item[0].kind == AlertKind.RESOLVE]
                 anything_to_resolve = bool(resolves) and self._any_open(conn, resolves)
@@ -833,8 +843,9 @@ class Store:
 
     @staticmethod
     def _resolve_match(alert: Alert) -> Any:
-        """The open alerts a RESOLVE closes: its fingerprint, or the same rule on the same task."""
-        return sa.or_(
+        """The open alerts a RESOLVE closes: its fingerprint, or the same rule on the same task; in both cases only
+        alerts last seen before it happened (a success read later must not close a newer failure's alert)."""
+        match = sa.or_(
             alerts_table.c.open_key == alert.fingerprint,
             sa.and_(
                 alerts_table.c.dag_id == alert.dag_id,
@@ -843,6 +854,8 @@ class Store:
                 alerts_table.c.open_key.is_not(None),
             ),
         )
+        happened = _parse_ts(alert.occurred_at)
+        return match if happened is None else sa.and_(match, alerts_table.c.last_seen <= happened)
 
     def _any_open(self, conn: Connection, resolves: Sequence[Alert]) -> bool:
         """Whether any of ``resolves`` would close something (the union of their :meth:`_resolve_match`)."""
@@ -1418,6 +1431,15 @@ class Store:
                 )
             )
             return {(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows}
+
+    def unresolved_tasks(self) -> set[tuple[str, str]]:
+        """(dag_id, task_id) of every task with an unresolved alert: the successes worth reading from Airflow."""
+        a = alerts_table.c
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(a.dag_id, a.task_id).where(a.open_key.is_not(None), a.task_id.is_not(None)).distinct()
+            )
+            return {(str(dag_id), str(task_id)) for dag_id, task_id in rows}
 
     def watching_since(self) -> datetime | None:
         """When this store was created: the reconciler never reports failures from before it."""

@@ -2,6 +2,8 @@
 
 Real scheduler, dag-processor and api-server (LocalExecutor); the api-server's tasklens app runs the
 reconciler and the dispatcher; Slack is a local HTTP server reached through a `slackwebhook` connection.
+A slow report (a retry callback past Airflow's task_success_overtime) or a failed one (the store refuses the
+task's write) is a failure or retry whose report was lost, never a kill.
 """
 
 from __future__ import annotations
@@ -37,10 +39,8 @@ def stack(tmp_path_factory, slack, markers):
     env = {
         "AIRFLOW_CONN_TASKLENS_SLACK": slack.conn_uri(),
         "TASKLENS_TEST_MARKERS": str(markers),
-        "AIRFLOW__TASKLENS__RECONCILE_INTERVAL_S": "1",
-        "AIRFLOW__TASKLENS__RECONCILE_GRACE_S": "3",
         "AIRFLOW__TASKLENS__DISPATCH_INTERVAL_S": "0.5",
-    }
+    }  # the reconciler at its defaults (reconcile_interval_s, reconcile_grace_s)
     with AirflowStack(tmp_path_factory.mktemp("killed-home"), DAGS, env) as running:
         yield running
 
@@ -128,3 +128,41 @@ def test_ordinary_failure_is_not_reported_twice(stack, slack):
     alerts = _alerts_for(stack, "tl_plain_failure")
     assert len(alerts) == 1 and alerts[0]["kind"] == "failure", alerts
     assert alerts[0]["occurrences"] == 1
+
+
+def _killed_alerts(stack, dag_id: str) -> list[dict]:
+    return [a for a in _alerts_for(stack, dag_id) if a["kind"] == "killed"]
+
+
+def test_retry_callback_past_the_overtime_is_a_retry_not_a_kill(stack, slack):
+    """on_retry_callback sleeps 30 s, the supervisor stops the process at 20 s before the listener reports: the
+    reconciler raises the attempt's retry with its real exception and says the report was lost; nothing says killed."""
+    run_id = stack.trigger("tl_slow_retry_callback")
+    assert stack.wait_for_run("tl_slow_retry_callback", run_id, timeout=120) == "success"
+    alerts = _wait(lambda: _alerts_for(stack, "tl_slow_retry_callback"), 120, "no alert for the lost retry report")
+    time.sleep(6)  # more reconciler passes: still one alert, never a kill
+    alerts = _alerts_for(stack, "tl_slow_retry_callback")
+    assert len(alerts) == 1 and alerts[0]["kind"] == "retry", alerts
+    assert alerts[0]["try_number"] == 1 and alerts[0]["exception_type"] == "ConnectionError"
+    assert "the first attempt fails" in alerts[0]["summary"]
+    events = _store(stack).events_for("tl_slow_retry_callback", run_id, "flaky")
+    first_try = [e for e in events if e["try_number"] == 1 and e["outcome"] == "failure"]
+    assert len(first_try) == 1 and first_try[0]["event"] == "up_for_retry", events
+    assert first_try[0]["payload"]["source"] == "reconciler"
+    assert "failure report was lost" in first_try[0]["payload"]["reason"]
+    assert not [text for text in _slack_texts_for(slack, "tl_slow_retry_callback") if "killed" in text.lower()]
+
+
+def test_failed_store_write_is_a_failure_alert_with_its_exception(stack, slack):
+    """The task's store write fails: one critical failure alert with the task's own exception, reported lost."""
+    run_id = stack.trigger("tl_store_write_fails")
+    assert stack.wait_for_run("tl_store_write_fails", run_id, timeout=120) == "failed"
+    _wait(lambda: _slack_texts_for(slack, "tl_store_write_fails"), 60, "no Slack message for the failure")
+    time.sleep(6)
+    alerts = _alerts_for(stack, "tl_store_write_fails")
+    assert len(alerts) == 1 and alerts[0]["kind"] == "failure", alerts
+    assert alerts[0]["exception_type"] == "ValueError"
+    assert "the load failed while the store was down" in alerts[0]["summary"]
+    assert "failure report was lost" in alerts[0]["data"]["reason"]
+    texts = _slack_texts_for(slack, "tl_store_write_fails")
+    assert len(texts) == 1 and "killed" not in texts[0].lower() and "report was lost" in texts[0]

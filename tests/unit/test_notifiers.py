@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
@@ -34,12 +35,26 @@ def test_failed_event_is_stored_with_routed_deliveries_and_nothing_is_sent_inlin
 
 
 def test_success_after_failure_resolves_the_alert():
-    """A later success of the task resolves its open failure alert and queues a resolve notice."""
+    """A later success of the task, as the api-server reads it from Airflow's records, resolves its open failure
+    alert and queues a resolve notice; the success's own task process writes nothing."""
     pipeline._raise_alerts(failed())
-    pipeline._raise_alerts(TaskEvent(event="success", dag_id="etl", task_id="load", run_id="r2", duration_s=1.0))
+    success = TaskEvent(event="success", dag_id="etl", task_id="load", run_id="r2", duration_s=1.0,
+                        end_date=datetime.now(timezone.utc).isoformat())
+    pipeline._raise_alerts(success)
     store = get_store()
+    assert store.list_alerts()[0]["status"] == "open" and [d["kind"] for d in store.deliveries()] == ["alert"]
+    pipeline.record_settled_success(success, ())
     assert store.list_alerts()[0]["status"] == "resolved"
     assert [d["kind"] for d in store.deliveries()] == ["alert", "resolve"]
+
+
+def test_a_success_read_late_does_not_resolve_a_newer_failure():
+    """A success that ended before the alert's latest failure (read on a later pass) leaves the alert open."""
+    ended_before = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
+    pipeline._raise_alerts(failed())
+    pipeline.record_settled_success(TaskEvent(event="success", dag_id="etl", task_id="load", run_id="r0",
+                                              duration_s=1.0, end_date=ended_before), ())
+    assert get_store().list_alerts()[0]["status"] == "open"
 
 
 def test_running_event_does_not_touch_the_store(monkeypatch):

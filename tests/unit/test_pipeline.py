@@ -114,33 +114,36 @@ def test_success_resolves_its_own_task_only(alert_store):
     """One query decides whether a success has anything to resolve; it must not close another task's alert."""
     pipeline._raise_alerts(_task_event("failed", "extract", "r1"))
     pipeline._raise_alerts(_task_event("failed", "load", "r1"))
-    pipeline._raise_alerts(_task_event("success", "transform", "r2"))  # nothing of its own open
+    pipeline.record_settled_success(_settled("transform", "r2"), ())  # nothing of its own open
     assert {a["task_id"]: a["status"] for a in alert_store.list_alerts()} == {"extract": "open", "load": "open"}
 
-    pipeline._raise_alerts(_task_event("success", "extract", "r2"))
+    pipeline.record_settled_success(_settled("extract", "r2"), ())
     assert {a["task_id"]: a["status"] for a in alert_store.list_alerts()} == {"extract": "resolved", "load": "open"}
     assert not pipeline.ERROR_COUNTS
 
 
-def test_median_rule_reads_history_only_for_runs_that_could_fire(alert_store, monkeypatch):
-    """Successes shorter than the rule's min_duration (5 min built in) are stored but skip the history read."""
-    from tasklens.store import Store
+def _settled(task_id: str, run_id: str, duration_s: float = 1.0) -> TaskEvent:
+    """A success as the api-server reads it from Airflow's records (it ended now)."""
+    from dataclasses import replace
+    from datetime import datetime, timezone
 
-    reads: list[str] = []
-    original = Store.recent_durations
+    event = _task_event("success", task_id, run_id, duration_s=duration_s)
+    return replace(event, end_date=datetime.now(timezone.utc).isoformat())
 
-    def counted(self, dag_id, task_id, **kwargs):
-        reads.append(task_id)
-        return original(self, dag_id, task_id, **kwargs)
 
-    monkeypatch.setattr(Store, "recent_durations", counted)
+def test_a_success_costs_the_task_no_store_io_and_the_api_server_checks_its_median(alert_store, monkeypatch):
+    """In the task a success never opens the store (the median rule needs history it does not have); the
+    api-server's check, with the history from Airflow's records, raises the 'ran long' alert."""
+    import tasklens.store
+
+    opened = []
+    monkeypatch.setattr(tasklens.store, "get_store", lambda *a, **k: opened.append(1) or alert_store)
     for number in range(5):
         pipeline._raise_alerts(_task_event("success", "load", f"short{number}", duration_s=30.0))
-    assert reads == []
-    assert original(alert_store, "etl", "load") == (30.0,) * 5  # the history still grows
-
     pipeline._raise_alerts(_task_event("success", "load", "long", duration_s=400.0))  # > 3 x median, > 5 min
-    assert reads == ["load"]
+    assert opened == [] and alert_store.list_alerts() == []
+
+    pipeline.record_settled_success(_settled("load", "long", duration_s=400.0), (30.0,) * 5)
     (alert,) = alert_store.list_alerts()
     assert alert["rule"] == "task_duration" and alert["status"] == "open"
     assert not pipeline.ERROR_COUNTS

@@ -428,7 +428,7 @@ def test_store_is_its_own_database_with_prefixed_tables(store):
     names = set(sa.inspect(store.engine).get_table_names())
     assert names == {
         "tasklens_alembic_version", "tasklens_alerts", "tasklens_deliveries", "tasklens_events",
-        "tasklens_occurrences", "tasklens_meta", "tasklens_channel_slots",
+        "tasklens_occurrences", "tasklens_meta", "tasklens_channel_slots", "tasklens_leases",
     }
 
 

@@ -49,3 +49,45 @@ def plain_failure():
 
 
 plain_failure()
+
+
+def _sleep_past_the_overtime(context) -> None:
+    """An on_retry_callback slower than [core] task_success_overtime (20 s): the supervisor stops the process."""
+    time.sleep(30)
+
+
+@dag(dag_id="tl_slow_retry_callback", schedule=None, catchup=False, tags=["tasklens-test"],
+     default_args={"owner": "tests", "retries": 1, "retry_delay": timedelta(seconds=1),
+                   "on_retry_callback": _sleep_past_the_overtime})
+def slow_retry_callback():
+    @task
+    def flaky() -> str:
+        if get_current_context()["ti"].try_number == 1:
+            raise ConnectionError("the first attempt fails")  # transient: the retry preset retries it
+        return "the second attempt ran normally"
+
+    flaky()
+
+
+slow_retry_callback()
+
+
+@dag(dag_id="tl_store_write_fails", schedule=None, catchup=False, tags=["tasklens-test"],
+     default_args={"owner": "tests", "retries": 0})
+def store_write_fails():
+    @task
+    def fails_while_the_store_is_down() -> None:
+        # The alert store refuses writes in this task process only (as when its database is unreachable).
+        from tasklens import store
+        from tasklens.exceptions import StoreError
+
+        def refuse(*args, **kwargs):
+            raise StoreError("could not write to the tasklens store: connection refused")
+
+        store.Store.record = refuse
+        raise ValueError("the load failed while the store was down")
+
+    fails_while_the_store_is_down()
+
+
+store_write_fails()
