@@ -377,7 +377,7 @@ def succeeded_attempts_query(since: datetime, until: datetime, tasks: Iterable[t
     ``min_duration_s``. Bounded by the ``ti_heartbeat`` index like :func:`ended_attempts_query`."""
     from airflow.models.taskinstance import TaskInstance
 
-    wanted = []
+    wanted: list[sa.ColumnElement[bool]] = []
     pairs = list(tasks)
     if pairs:
         wanted.append(sa.tuple_(TaskInstance.dag_id, TaskInstance.task_id).in_(pairs))
