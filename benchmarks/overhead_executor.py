@@ -51,6 +51,7 @@ def bench():
 bench()
 '''
 _WORKLOAD = re.compile(r"Workload finished.*?duration=([0-9.]+)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _parse(value: str) -> datetime:
@@ -68,7 +69,10 @@ def _run(stack: AirflowStack) -> tuple[float, list[float], list[float]]:
     duration = (_parse(run["end_date"]) - _parse(run["start_date"])).total_seconds()
     spans = [(_parse(ti["end_date"]) - _parse(ti["start_date"])).total_seconds()
              for ti in stack.task_instances(DAG_ID, run_id)]
-    lives = [float(m.group(1)) for m in _WORKLOAD.finditer(stack.component_log("scheduler")[log_before:])]
+    log_text = _ANSI.sub("", stack.component_log("scheduler")[log_before:])
+    lives = [float(m.group(1)) for m in _WORKLOAD.finditer(log_text)]
+    if len(lives) != TASKS:
+        raise SystemExit(f"{stack.home.name}: {len(lives)} 'Workload finished' lines for {TASKS} tasks")
     return duration, spans, lives
 
 

@@ -121,7 +121,7 @@ def _raise_success_alerts(event: TaskEvent) -> None:
     from tasklens.alerts import AlertKind
 
     ruleset = config.ruleset()
-    alerts = [a for a in rules.evaluate_event(event, ruleset) if a.kind != AlertKind.RESOLVE]
+    alerts = [a for a in rules.evaluate_event(event, ruleset, resolves=False) if a.kind != AlertKind.RESOLVE]
     if alerts:
         _persist(lambda: _record(alerts, ruleset, event=event), "event", event.to_dict(),
                  wait=_waits_for_store(event))

@@ -424,10 +424,13 @@ _EVALUATORS: Mapping[str, Callable[[Rule, TaskEvent, Ruleset, Sequence[float]], 
 # --------------------------------------------------------------------------- public API
 
 
-def evaluate_event(event: TaskEvent, ruleset: Ruleset, *, recent_durations_s: Sequence[float] = ()) -> list[Alert]:
+def evaluate_event(
+    event: TaskEvent, ruleset: Ruleset, *, recent_durations_s: Sequence[float] = (), resolves: bool = True
+) -> list[Alert]:
     """Alerts (and RESOLVE candidates) the enabled rules raise for ``event``.
 
-    ``recent_durations_s`` are earlier durations of the same task (for ``median_factor``).
+    ``recent_durations_s`` are earlier durations of the same task (for ``median_factor``); ``resolves=False`` skips
+    the rules that only resolve (a task's own success leaves resolving to the api-server).
     A RESOLVE alert carries the resolved rule as ``rule`` and ``data["resolved_by"]``; the
     store closes matching open alerts and drops it when there are none. Rules with
     ``notify: false`` still produce alerts (stored); routing sends them nowhere.
@@ -435,7 +438,9 @@ def evaluate_event(event: TaskEvent, ruleset: Ruleset, *, recent_durations_s: Se
     alerts: list[Alert] = []
     for rule in ruleset.rules:
         evaluator = _EVALUATORS.get(rule.type)
-        if evaluator is None or not rule.enabled or not rule_condition(rule)(event):
+        if evaluator is None or not rule.enabled or (not resolves and rule.type == "recovered"):
+            continue
+        if not rule_condition(rule)(event):
             continue
         alerts.extend(evaluator(rule, event, ruleset, recent_durations_s))
     return alerts
