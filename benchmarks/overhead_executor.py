@@ -20,6 +20,7 @@ import re
 import statistics
 import sys
 import tempfile
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -69,8 +70,13 @@ def _run(stack: AirflowStack) -> tuple[float, list[float], list[float]]:
     duration = (_parse(run["end_date"]) - _parse(run["start_date"])).total_seconds()
     spans = [(_parse(ti["end_date"]) - _parse(ti["start_date"])).total_seconds()
              for ti in stack.task_instances(DAG_ID, run_id)]
-    log_text = _ANSI.sub("", stack.component_log("scheduler")[log_before:])
-    lives = [float(m.group(1)) for m in _WORKLOAD.finditer(log_text)]
+    deadline = time.monotonic() + 60  # the executor's workers write their last lines a moment after the run ends
+    while True:
+        log_text = _ANSI.sub("", stack.component_log("scheduler")[log_before:])
+        lives = [float(m.group(1)) for m in _WORKLOAD.finditer(log_text)]
+        if len(lives) >= TASKS or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     if len(lives) != TASKS:
         raise SystemExit(f"{stack.home.name}: {len(lives)} 'Workload finished' lines for {TASKS} tasks")
     return duration, spans, lives
