@@ -57,10 +57,10 @@ def _outbox(tmp_path, class_path, kwargs):
 
 def test_apprise_notifier_delivers_the_rendered_title_and_text(tmp_path, sink, monkeypatch):
     """The Apprise provider's notifier, templated from the tasklens context, posts title and body through Apprise's
-    json:// service to a local server."""
+    json:// service to a local server; its own ``title`` field does not hide the context's rendered title."""
     monkeypatch.setenv("AIRFLOW_CONN_APPRISE_OPS", json.dumps(
         {"conn_type": "apprise", "extra": {"config": {"path": f"json://127.0.0.1:{sink.port}/apprise"}}}))
-    body = "{{ text }} ({{ ti.dag_id }}.{{ ti.task_id }}, {{ tasklens.severity }})"
+    body = "{{ title }}: {{ text }} ({{ ti.dag_id }}.{{ ti.task_id }}, {{ tasklens.severity }})"
     kwargs = {"title": "{{ tasklens.title }}", "apprise_conn_id": "apprise_ops", "body": body}
     outbox = _outbox(tmp_path, APPRISE, kwargs)
     outbox.raise_alert("chat")
@@ -69,7 +69,8 @@ def test_apprise_notifier_delivers_the_rendered_title_and_text(tmp_path, sink, m
     assert report.deliveries_sent == 1 and not report.errors
     (message,) = sink.messages
     assert message["title"] == "Task failed: etl.load"
-    assert message["message"].endswith("(etl.load, critical)") and "ValueError" in message["message"]
+    assert message["message"].startswith("Task failed: etl.load: ValueError")
+    assert message["message"].endswith("(etl.load, critical)")
 
 
 def test_slack_webhook_notifier_500_is_retried_then_delivered(tmp_path, sink, monkeypatch):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from opsgenie_sdk import CreateAlertPayload
 
 from tasklens.alerts import Severity
 from tests.channel_servers import OpsgenieServer
@@ -85,3 +86,17 @@ def test_one_request_per_send_even_though_the_sdk_retries_by_default(outbox, og)
     outbox.raise_alert("og")
     report = outbox.dispatcher().run_once()
     assert report.failed == 1 and len(og.requests) == 1
+
+
+def test_two_opsgenie_channels_keep_their_own_keys(og, monkeypatch):
+    """The SDK shares one api_key dict between all clients of a process; a client built for one connection still
+    sends that connection's key after a client for another connection was built."""
+    from tasklens.channels.opsgenie import OpsgenieChannel
+
+    with OpsgenieServer(api_key="second-key-0000") as other:
+        monkeypatch.setenv("AIRFLOW_CONN_OG_OTHER", other.conn_json())
+        first_api, _ = OpsgenieChannel("a")._api()
+        second_api, _ = OpsgenieChannel("b", {"conn_id": "og_other"})._api()
+        first_api.create_alert(CreateAlertPayload(message="m", alias="x"), _request_timeout=(5, 5))
+        second_api.create_alert(CreateAlertPayload(message="m", alias="y"), _request_timeout=(5, 5))
+    assert og.actions == [("create", "x")] and other.actions == [("create", "y")]

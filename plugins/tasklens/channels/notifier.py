@@ -133,8 +133,10 @@ class NotifierChannel:
         context = notifier_context(notification)
         try:
             notifier = notifier_class(**copy.deepcopy(self.kwargs))
-            if hasattr(notifier, "_update_context"):
-                notifier._update_context(context)  # what BaseNotifier.__call__ does before rendering
+            # BaseNotifier.__call__ merges its template fields into the context first; here they never replace
+            # tasklens's keys (an AppriseNotifier's raw ``title`` template would hide the rendered title).
+            for field in getattr(notifier, "template_fields", ()):
+                context.setdefault(field, getattr(notifier, field, None))
             if hasattr(notifier, "render_template_fields"):
                 notifier.render_template_fields(context)
         except Exception as exc:

@@ -124,8 +124,12 @@ class OpsgenieChannel:
                 retryable=False,
             )
         api = hook.get_conn()
+        configuration = api.api_client.configuration
+        # The SDK's Configuration() is a shallow copy of one process-wide default, so every hook shares one api_key
+        # dict: give this client its own, or two Opsgenie channels could send with each other's key.
+        configuration.api_key = {"Authorization": conn.password}
         # One request per call: no SDK retries (the dispatcher retries), and every 4xx/5xx raises.
-        api.api_client.configuration.retry_enabled = False
+        configuration.retry_enabled = False
         api.api_client.rest_client.http_codes = ["4xx", "5xx"]
         return api, secrets
 
