@@ -120,3 +120,20 @@ def test_4xx_is_dead_and_the_fallback_channel_gets_the_alert(outbox, target, bac
     assert body["items"][0]["title"] == "Task failed: etl.load"
     alert = outbox.store.list_alerts()[0]
     assert alert["undelivered"] is True and str(target.rejection.status) in alert["last_error"]
+
+
+def test_an_ack_to_a_type_that_does_not_mirror_it_is_cancelled_not_sent(tmp_path, monkeypatch):
+    """Teams (like Slack and email) has nothing to acknowledge: an ``ack`` delivery queued for it is cancelled, and
+    no card that would look like a new alert is posted."""
+    with TeamsServer() as teams:
+        monkeypatch.setenv("AIRFLOW_CONN_TASKLENS_TEAMS", teams.conn_json())
+        box = Outbox(tmp_path, {"teams": ("teams", {})})
+        box.raise_alert("teams")
+        dispatcher = box.dispatcher()
+        dispatcher.run_once()
+        box.queue_ack(box.alert_id(), "teams")
+        report = dispatcher.run_once()
+        states = box.states("teams")
+        box.close()
+    assert report.cancelled == 1 and report.messages_sent == 0 and len(teams.cards) == 1
+    assert states == ["sent", "dead"]
