@@ -2,8 +2,9 @@
 
 - ``check-config``: load ``[tasklens]``, the rules file and the retry presets they name, open the store; print OK
   or exactly what is wrong.
-- ``test-alert --channel slack|email``: send a test message through the configured connection now; on failure
-  print what went wrong and exit 1.
+- ``test-alert --channel NAME``: send a test message through a channel of the rules file (any type: slack, email,
+  pagerduty, opsgenie, teams, webhook, notifier) now; on failure print what went wrong and exit 1. Incident tools
+  get a test alert that is resolved at once.
 - ``dispatch [--once]``: run the outbox dispatcher as its own process (or one pass).
 - ``replay``: re-queue every undelivered (dead) delivery.
 - ``db upgrade``: migrate the alert store to this tasklens's schema (also done when the api-server starts; never by
@@ -235,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate [tasklens] settings and the rules file")
     check.set_defaults(func=cmd_check_config)
     test = commands.add_parser("test-alert", help="send a test message through a channel's connection")
-    test.add_argument("--channel", required=True, help="channel name from the rules file (slack, email, ...)")
+    test.add_argument("--channel", required=True, help="channel name from the rules file (any type)")
     test.add_argument("--to", action="append", help="email recipient (repeatable; overrides the channel's)")
     test.add_argument("--conn-id", help="Airflow connection id (overrides the channel's)")
     test.set_defaults(func=cmd_test_alert)

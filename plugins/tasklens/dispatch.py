@@ -62,7 +62,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_MESSAGE_KIND = {"alert": "alert", "repeat": "alert", "escalation": "escalation", "resolve": "resolve"}
+_MESSAGE_KIND = {"alert": "alert", "repeat": "alert", "escalation": "escalation", "resolve": "resolve", "ack": "ack"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +164,13 @@ def _build_channel(name: str, channel_type: str, options: Mapping[str, Any]) -> 
     return build_channel(name, channel_type, options)
 
 
+def _registered(channel_type: str) -> Any:
+    """The registry's entry for ``channel_type`` (``None`` for a type nobody registered)."""
+    from tasklens.channels import channel_type as registered
+
+    return registered(channel_type)
+
+
 class Dispatcher:
     """Drains the outbox of ``store``. ``clock`` returns aware UTC datetimes; ``sleep`` waits in real runs."""
 
@@ -262,9 +269,17 @@ class Dispatcher:
             groups.setdefault(key, []).append(delivery)
         for (channel, channel_type, kind, _group), members in groups.items():
             try:
-                if kind == "resolve":
+                spec = _registered(self._config(channel, channel_type).type)
+                if kind == "ack" and not (spec and spec.mirrors_acknowledge):  # Slack, email: nothing to mirror
+                    result = self.store.mark_cancelled([m.id for m in members], token=members[0].claim_token,
+                                                       reason="this channel type does not mirror acknowledgements")
+                    report.cancelled += len(result.marked)
+                    continue
+                if kind in ("resolve", "ack"):
                     members = self._resolves_ready(members, report)
-                limit = max(1, self.settings.digest_max_items)
+                # Incident tools (PagerDuty, Opsgenie) take one event per alert, each retried on its own.
+                one_each = bool(spec and spec.one_alert_per_message)
+                limit = 1 if one_each else max(1, self.settings.digest_max_items)
                 for start in range(0, len(members), limit):
                     self._send_group(channel, channel_type, kind, members[start : start + limit], report)
             except Exception as exc:  # a store hiccup on one group: hand the rows back, carry on with the others

@@ -40,6 +40,7 @@ __all__ = [
     "escape_mrkdwn",
     "render_email",
     "render_slack",
+    "render_text",
     "truncate",
     "truncate_mrkdwn",
 ]
@@ -732,3 +733,15 @@ def _render_layout(fmt: str, override: str | None, context: Mapping[str, Any]) -
                 exc_info=True,
             )
     raise jinja2.TemplateNotFound(name)
+
+
+# --------------------------------------------------------------------------- plain text (other channels)
+
+
+def render_text(notification: Notification, *, base_url: str, templates_dir: Any = _USE_CONFIG) -> dict[str, Any]:
+    """The plain-text parts of ``notification`` for channels that format their own payload (PagerDuty, Opsgenie,
+    Teams, webhooks, notifiers): ``headline``, ``body``, digest ``lines`` and ``items``, each item a bounded,
+    secret-masked view of one alert (``id``, ``alert`` fields, ``status``, ``occurrences``, ``first_seen``,
+    ``last_seen``, ``alert_url``, ``log_url``). Nothing is escaped: the channel escapes for its target."""
+    parts = _rendered(notification, "text", base_url, _templates_dir(templates_dir))
+    return {key: parts[key] for key in ("headline", "body", "lines", "items")}

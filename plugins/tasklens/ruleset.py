@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from tasklens import channels as channel_registry
 from tasklens.alerts import AlertKind, Severity
 from tasklens.exceptions import ConfigError
 
@@ -78,7 +79,7 @@ BUILTIN_RULES: Mapping[str, str] = types.MappingProxyType(
         "custom": "custom",
     }
 )
-CHANNEL_TYPES = ("slack", "email")
+CHANNEL_TYPES = tuple(channel_registry.CHANNEL_TYPES)  # built in; the registry also has types added at run time
 METRIC_OPS: Mapping[str, Callable[[float, float], bool]] = types.MappingProxyType(
     {
         ">": lambda value, threshold: value > threshold,
@@ -241,6 +242,8 @@ class Channel:
     to: tuple[str, ...] = ()
     channel: str | None = None  # Slack channel override (bot-token connections)
     rate_limit_per_s: float = 1.0
+    #: The type's own options (``tasklens.channels.CHANNEL_TYPES[type].options``: host, class, kwargs...).
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -805,10 +808,15 @@ def _parse_route_match(reader: _Reader, raw: Any, key: str) -> RouteMatch:
 def _parse_channel(reader: _Reader, name: str, raw: Any, default_conn: Mapping[str, str]) -> Channel:
     key = f"channels.{name}"
     body = reader.mapping(raw, key)
-    reader.keys(body, key, _CHANNEL_KEYS, required=("type",))
+    reader.keys(body, key, (*_CHANNEL_KEYS, *_all_channel_options()), required=("type",))
     channel_type = reader.string(body["type"], f"{key}.type")
-    if channel_type not in CHANNEL_TYPES:
-        raise reader.fail(f"{key}.type", f"unknown channel type {channel_type!r}", "use slack or email")
+    spec = channel_registry.channel_type(channel_type)
+    if spec is None:
+        known = ", ".join(channel_registry.CHANNEL_TYPES)
+        raise reader.fail(f"{key}.type", f"unknown channel type {channel_type!r}", f"use one of: {known}")
+    reader.keys(body, key, (*_CHANNEL_KEYS, *spec.options), required=("type", *spec.required))
+    options = {name: _channel_option(reader, body[name], f"{key}.{name}", spec.options[name])
+               for name in spec.options if body.get(name) is not None}
     to = reader.strings(body.get("to"), f"{key}.to")
     if to and channel_type != "email":
         raise reader.fail(f"{key}.to", "to: is for email channels", "remove to: or set type: email")
@@ -820,15 +828,37 @@ def _parse_channel(reader: _Reader, name: str, raw: Any, default_conn: Mapping[s
         if channel_type != "slack":
             raise reader.fail(f"{key}.channel", "channel: is for slack channels", "remove it or set type: slack")
         slack_channel = reader.string(body["channel"], f"{key}.channel")
-    rate = 1.0 if channel_type == "slack" else 5.0
+    rate = spec.rate_per_s
     if "rate_limit_per_s" in body:
         rate = reader.number(body["rate_limit_per_s"], f"{key}.rate_limit_per_s", minimum=0.001)
     conn_id = (
         reader.string(body["conn_id"], f"{key}.conn_id")
         if body.get("conn_id") is not None
-        else default_conn[channel_type]
+        else default_conn.get(channel_type) or spec.conn_id or ""
     )
-    return Channel(name=name, type=channel_type, conn_id=conn_id, to=to, channel=slack_channel, rate_limit_per_s=rate)
+    return Channel(name=name, type=channel_type, conn_id=conn_id, to=to, channel=slack_channel, rate_limit_per_s=rate,
+                   options=options)
+
+
+def _all_channel_options() -> tuple[str, ...]:
+    """Every registered type's option keys (an unknown key is reported before the type is known)."""
+    return tuple(dict.fromkeys(name for spec in channel_registry.CHANNEL_TYPES.values() for name in spec.options))
+
+
+def _channel_option(reader: _Reader, value: Any, key: str, kind: str) -> Any:
+    """One channel option checked against its kind (see ``tasklens.channels.OptionKind``)."""
+    if kind == "strs":
+        return reader.strings(value, key)
+    if kind == "number":
+        return reader.number(value, key)
+    if kind == "mapping":
+        return reader.mapping(value, key)
+    text = reader.string(value, key)
+    if kind == "dotted" and not re.match(r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*$", text):
+        raise reader.fail(key, f"{text!r} is not a dotted path", "write module.Class, e.g. package.module.MyNotifier")
+    if kind == "url" and not re.match(r"^https?://[^\s/]+", text):
+        raise reader.fail(key, f"{text!r} is not an http(s) URL", "write the base URL, e.g. https://events.example.com")
+    return text
 
 
 def _parse_retry_policy(reader: _Reader, name: str, raw: Any) -> RetryPolicyRef:

@@ -124,7 +124,7 @@ def test_bot_token_connection_uses_chat_post_message(store, monkeypatch):
 def test_unknown_channel_type_is_a_config_error():
     """A channel type nobody registered fails with the fix."""
     with pytest.raises(ConfigError, match="unknown channel type"):
-        build_channel("pager", "pagerduty")
+        build_channel("pager", "pagerdooty")
 
 
 def test_email_sends_plain_text_and_html(store, smtp):

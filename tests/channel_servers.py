@@ -1,0 +1,293 @@
+"""Local stand-ins for PagerDuty, Opsgenie, Microsoft Teams and a webhook receiver, on 127.0.0.1, for tests and
+benchmarks. Each speaks its API's contract (paths, auth, status codes, answer bodies, validation) and keeps the
+state a person would see there (PagerDuty alerts by dedup_key, Opsgenie alerts by alias, Teams cards, verified
+webhook deliveries).
+
+    with PagerDutyServer() as pd:
+        monkeypatch.setenv("AIRFLOW_CONN_TASKLENS_PAGERDUTY", pd.conn_json())
+        pd.responses.append(Reply(429, retry_after=30))   # the next POST gets a 429, later ones the real answer
+        pd.fail_ratio = 0.3                               # or: 30 % of POSTs answer fail_reply (seeded)
+        ... deliver to host=pd.url ...
+        pd.events                                         # every event answered 202
+        pd.alerts                                         # {dedup_key: "triggered" | "acknowledged" | "resolved"}
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import hmac
+import http.server
+import json
+import random
+import threading
+import time
+import urllib.parse
+import uuid
+from typing import Any
+
+from tests.sinks import Reply, free_port
+
+__all__ = ["ApiServer", "OpsgenieServer", "PagerDutyServer", "Reply", "TeamsServer", "WebhookReceiver"]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server_api: ApiServer
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        parsed = urllib.parse.urlsplit(self.path)
+        query = dict(urllib.parse.parse_qsl(parsed.query))
+        status, headers, body = self.server_api._answer(parsed.path, query, dict(self.headers.items()), raw)
+        data = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+class ApiServer:
+    """A threaded HTTP server answering POSTs with :meth:`handle`, unless a programmed :class:`Reply` comes first.
+
+    ``responses``: replies consumed one per POST before the real answer; ``fail_ratio`` of the other POSTs get
+    ``fail_replies`` (picked at random, seeded). ``requests`` records every POST as ``(path, query, headers, raw)``,
+    ``answers`` every status sent.
+    """
+
+    def __init__(self, *, fail_ratio: float = 0.0, seed: int = 0) -> None:
+        self.port = free_port()
+        self.responses: collections.deque[Reply] = collections.deque()
+        self.fail_ratio = fail_ratio
+        self.fail_replies = [Reply(500)]
+        self.requests: list[tuple[str, dict[str, str], dict[str, str], bytes]] = []
+        self.answers: list[int] = []
+        self._random = random.Random(seed)
+        self.lock = threading.Lock()
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self):
+        handler = type("Handler", (_Handler,), {"server_api": self})
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _answer(self, path: str, query: dict[str, str], headers: dict[str, str], raw: bytes):
+        with self.lock:
+            self.requests.append((path, query, headers, raw))
+            reply = None
+            if self.responses:
+                reply = self.responses.popleft()
+            elif self.fail_ratio and self._random.random() < self.fail_ratio:
+                reply = self._random.choice(self.fail_replies)
+            if reply is not None:
+                extra = {} if reply.retry_after is None else {
+                    "Retry-After": reply.retry_after if isinstance(reply.retry_after, str) else f"{reply.retry_after:g}"
+                }
+                self.answers.append(reply.status)
+                return reply.status, extra, (reply.body or {"error": f"programmed {reply.status}"})
+            status, extra, body = self.handle(path, query, headers, raw)
+            self.answers.append(status)
+            return status, extra, body
+
+    def handle(self, path: str, query: dict[str, str], headers: dict[str, str], raw: bytes):
+        """``(status, headers, body)`` for one POST (called under :attr:`lock`)."""
+        raise NotImplementedError
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except ValueError:
+        return None
+
+
+class PagerDutyServer(ApiServer):
+    """PagerDuty Events API v2: ``POST /v2/enqueue``; 202 ``{"status": "success", "dedup_key": ...}``, 400
+    ``{"status": "invalid event", "errors": [...]}`` for an event the real API rejects."""
+
+    SEVERITIES = ("critical", "error", "warning", "info")
+
+    def __init__(self, routing_key: str = "R0UT1NGKEY0000000000000000000000", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.routing_key = routing_key
+        self.events: list[dict[str, Any]] = []
+        self.alerts: dict[str, str] = {}
+
+    def conn_json(self) -> str:
+        return json.dumps({"conn_type": "pagerduty_events", "password": self.routing_key})
+
+    def handle(self, path, query, headers, raw):
+        if path != "/v2/enqueue":
+            return 404, {}, {"status": "not found"}
+        event = _json(raw)
+        errors = []
+        if not isinstance(event, dict):
+            return 400, {}, {"status": "invalid event", "message": "Event object is invalid", "errors": ["not JSON"]}
+        if event.get("routing_key") != self.routing_key:
+            errors.append("'routing_key' is invalid")
+        action = event.get("event_action")
+        if action not in ("trigger", "acknowledge", "resolve"):
+            errors.append("'event_action' is invalid")
+        dedup_key = event.get("dedup_key")
+        if dedup_key is not None and (not isinstance(dedup_key, str) or len(dedup_key) > 255):
+            errors.append("'dedup_key' is invalid")
+        if action in ("acknowledge", "resolve") and not dedup_key:
+            errors.append("'dedup_key' is missing")
+        if action == "trigger":
+            payload = event.get("payload") or {}
+            if not payload.get("summary") or len(payload["summary"]) > 1024:
+                errors.append("'payload.summary' is missing or too long")
+            if not payload.get("source"):
+                errors.append("'payload.source' is missing")
+            if payload.get("severity") not in self.SEVERITIES:
+                errors.append("'payload.severity' is invalid")
+        if errors:
+            return 400, {}, {"status": "invalid event", "message": "Event object is invalid", "errors": errors}
+        dedup_key = dedup_key or uuid.uuid4().hex
+        self.events.append(event)
+        state = {"trigger": "triggered", "acknowledge": "acknowledged", "resolve": "resolved"}[action]
+        if action == "trigger" or dedup_key in self.alerts:  # PagerDuty drops ack/resolve of an unknown key
+            if not (action == "trigger" and self.alerts.get(dedup_key) == "acknowledged"):
+                self.alerts[dedup_key] = state
+        return 202, {}, {"status": "success", "message": "Event processed", "dedup_key": dedup_key}
+
+    def triggers(self) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event_action"] == "trigger"]
+
+
+class OpsgenieServer(ApiServer):
+    """Opsgenie Alert API: ``POST /v2/alerts``, ``POST /v2/alerts/{alias}/close|acknowledge?identifierType=alias``,
+    auth header ``GenieKey <key>``; 202 ``{"result": ..., "took": ..., "requestId": ...}``."""
+
+    def __init__(self, api_key: str = "0psg3n1e-key-0000", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.api_key = api_key
+        self.alerts: dict[str, dict[str, Any]] = {}  # alias -> {"status", "count", "payload"}
+        self.actions: list[tuple[str, str]] = []  # (action, alias) accepted
+
+    def conn_json(self) -> str:
+        return json.dumps({"conn_type": "opsgenie", "host": self.url, "password": self.api_key})
+
+    def handle(self, path, query, headers, raw):
+        request_id = str(uuid.uuid4())
+        auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+        if auth != f"GenieKey {self.api_key}":
+            return 401, {}, {"message": "Could not authenticate", "took": 0.0, "requestId": request_id}
+        body = _json(raw) or {}
+        accepted = {"result": "Request will be processed", "took": 0.01, "requestId": request_id}
+        if path == "/v2/alerts":
+            message = body.get("message")
+            if not message or len(message) > 130:
+                return 422, {}, {"message": "Request body is not processable. Please check the errors.",
+                                 "errors": {"message": "Message can not be empty or longer than 130"},
+                                 "took": 0.0, "requestId": request_id}
+            alias = body.get("alias") or request_id
+            known = self.alerts.get(alias)
+            if known is not None and known["status"] != "closed":
+                known["count"] += 1
+            else:
+                self.alerts[alias] = {"status": "open", "count": 1, "payload": body}
+            self.actions.append(("create", alias))
+            return 202, {}, accepted
+        parts = path.strip("/").split("/")
+        if len(parts) == 4 and parts[:2] == ["v2", "alerts"] and parts[3] in ("close", "acknowledge"):
+            if query.get("identifierType") != "alias":
+                return 400, {}, {"message": "identifierType must be alias here", "requestId": request_id}
+            alias = urllib.parse.unquote(parts[2])
+            if alias in self.alerts:
+                self.alerts[alias]["status"] = "closed" if parts[3] == "close" else "acknowledged"
+            self.actions.append((parts[3], alias))
+            return 202, {}, accepted
+        return 404, {}, {"message": "Resource or handler not found", "requestId": request_id}
+
+
+class TeamsServer(ApiServer):
+    """A Teams Workflows webhook: 202 for a ``message`` with Adaptive Card attachments, 413 over 28 KB, 400 for
+    anything else."""
+
+    LIMIT = 28 * 1024
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cards: list[dict[str, Any]] = []
+        self.sizes: list[int] = []
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.url}/workflows/abc/triggers/manual/paths/invoke?api-version=1&sig=S3CRETSIG"
+
+    def conn_json(self) -> str:
+        return json.dumps({"conn_type": "http", "password": self.webhook_url})
+
+    def handle(self, path, query, headers, raw):
+        if query.get("sig") != "S3CRETSIG":
+            return 401, {}, {"error": {"code": "DirectApiAuthorizationRequired"}}
+        if len(raw) > self.LIMIT:
+            return 413, {}, {"error": {"code": "MessageTooLarge"}}
+        body = _json(raw)
+        attachments = body.get("attachments") if isinstance(body, dict) else None
+        if body is None or body.get("type") != "message" or not attachments or any(
+            a.get("contentType") != "application/vnd.microsoft.card.adaptive" for a in attachments
+        ):
+            return 400, {}, {"error": {"code": "InvalidRequestContent"}}
+        self.cards.extend(a["content"] for a in attachments)
+        self.sizes.append(len(raw))
+        return 202, {}, b""
+
+
+class WebhookReceiver(ApiServer):
+    """A receiver that verifies ``X-Tasklens-Signature`` (HMAC-SHA256 of ``timestamp.body``) and a timestamp within
+    ``tolerance_s`` of ``clock()``, as the webhook channel's docstring tells receivers to; 401 otherwise."""
+
+    def __init__(self, secret: str = "wh-s3cret-value", *, tolerance_s: float = 300.0, clock=time.time,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.secret = secret
+        self.tolerance_s = tolerance_s
+        self.clock = clock
+        self.deliveries: list[tuple[dict[str, str], dict[str, Any]]] = []
+        self.rejected: list[str] = []
+
+    def conn_json(self, secret: str | None = None) -> str:
+        return json.dumps({"conn_type": "http", "host": f"{self.url}/hooks/tasklens",
+                           "password": self.secret if secret is None else secret})
+
+    def handle(self, path, query, headers, raw):
+        lower = {k.lower(): v for k, v in headers.items()}
+        timestamp = lower.get("x-tasklens-timestamp", "")
+        signature = lower.get("x-tasklens-signature", "")
+        expected = "v1=" + hmac.new(self.secret.encode(), timestamp.encode() + b"." + raw, hashlib.sha256).hexdigest()
+        if not timestamp.isdigit() or abs(self.clock() - int(timestamp)) > self.tolerance_s:
+            self.rejected.append("stale timestamp")
+            return 401, {}, {"error": "stale timestamp"}
+        if not hmac.compare_digest(signature, expected):
+            self.rejected.append("bad signature")
+            return 401, {}, {"error": "bad signature"}
+        self.deliveries.append((lower, json.loads(raw)))
+        return 200, {}, {"ok": True}
