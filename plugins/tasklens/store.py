@@ -891,33 +891,25 @@ class Store:
         )
         result.resolved += 1
         result.alert_ids.append(alert_id)
+        for delivery, due in self._notified_channels(conn, alert_id, routes):
+            result.queued_delivery_ids.append(self._queue(conn, alert_id, "resolve", delivery, now, not_before=due))
+
+    def _notified_channels(
+        self, conn: Connection, alert_id: int, routes: Any, *, channel_types: Callable[[str], bool] | None = None
+    ) -> list[tuple[Delivery, datetime]]:
+        """One delivery per channel that got (or is about to get) the alert, with when its last message is due: a
+        follow-up (resolve notice, acknowledgement) goes after the alert itself. ``channel_types`` filters by type."""
         by_channel = {r.get("channel"): _delivery_from_json(r) for r in routes or ()}
-        # Channels that got (or are about to get) this alert get the resolve notice, after the alert itself.
+        d = deliveries_table.c
         rows = conn.execute(
-            sa.select(
-                deliveries_table.c.channel,
-                deliveries_table.c.channel_type,
-                deliveries_table.c.route,
-                deliveries_table.c.group_key,
-                sa.func.max(deliveries_table.c.next_attempt_at).label("due"),
-            )
-            .where(
-                deliveries_table.c.alert_id == alert_id,
-                deliveries_table.c.kind != "resolve",
-                deliveries_table.c.state.in_(_LIVE_STATES),
-            )
-            .group_by(
-                deliveries_table.c.channel,
-                deliveries_table.c.channel_type,
-                deliveries_table.c.route,
-                deliveries_table.c.group_key,
-            )
+            sa.select(d.channel, d.channel_type, d.route, d.group_key, sa.func.max(d.next_attempt_at).label("due"))
+            .where(d.alert_id == alert_id, d.kind.not_in(("resolve", "ack")), d.state.in_(_LIVE_STATES))
+            .group_by(d.channel, d.channel_type, d.route, d.group_key)
         ).mappings()
-        seen: set[str] = set()
+        found: dict[str, tuple[Delivery, datetime]] = {}
         for row in rows:
-            if row["channel"] in seen:
+            if row["channel"] in found or (channel_types is not None and not channel_types(row["channel_type"])):
                 continue
-            seen.add(row["channel"])
             route = by_channel.get(row["channel"])
             delivery = Delivery(
                 route=row["route"],
@@ -927,9 +919,8 @@ class Store:
                 group_wait_s=route.group_wait_s if route else 0.0,
                 fallback_channels=route.fallback_channels if route else (),
             )
-            result.queued_delivery_ids.append(
-                self._queue(conn, alert_id, "resolve", delivery, now, not_before=row["due"])
-            )
+            found[row["channel"]] = (delivery, row["due"])
+        return list(found.values())
 
     # -- channel send slots (rate limits shared by every dispatcher) ----------------------------------------------
 
@@ -1481,17 +1472,25 @@ class Store:
 
     # -- the UI's actions (acknowledge, resolve, mute) ---------------------------------------------------------
 
-    def acknowledge(self, alert_id: int, *, by: str) -> bool:
-        """Stop repeats and escalation of an open alert. Returns False when it is not open."""
+    def acknowledge(self, alert_id: int, *, by: str, mirror_to: Callable[[str], bool] | None = None) -> bool:
+        """Stop repeats and escalation of an open alert. Returns False when it is not open.
+
+        Channels whose type ``mirror_to`` accepts (PagerDuty, Opsgenie) and that got the alert get an ``ack``
+        delivery, so the incident tool shows it acknowledged too."""
         now = self.clock()
         with self._write() as conn:
-            return bool(
+            changed = bool(
                 conn.execute(
                     alerts_table.update()
                     .where(alerts_table.c.id == alert_id, alerts_table.c.status == Status.OPEN.value)
-                    .values(status=Status.ACKNOWLEDGED.value, acked_by=by, acked_at=now)
+                    .values(status=Status.ACKNOWLEDGED.value, acked_by=_bounded(by, 250), acked_at=now)
                 ).rowcount
             )
+            if changed and mirror_to is not None:
+                routes = conn.execute(sa.select(alerts_table.c.routes).where(alerts_table.c.id == alert_id)).scalar()
+                for delivery, due in self._notified_channels(conn, alert_id, routes, channel_types=mirror_to):
+                    self._queue(conn, alert_id, "ack", delivery, now, not_before=due)
+            return changed
 
     def resolve(self, alert_id: int, *, by: str) -> bool:
         """Close an alert by hand; channels that got it get a resolve notice."""

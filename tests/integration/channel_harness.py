@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tasklens.channels import mirrors_acknowledge
 from tasklens.dispatch import ChannelConfig, Dispatcher, DispatcherSettings
 from tasklens.store import Store, alerts_table, deliveries_table
 from tests.unit.test_store import FakeClock, make_alert, slack
@@ -45,9 +46,13 @@ class Outbox:
     def states(self, channel: str) -> list[str]:
         return [d["state"] for d in self.store.deliveries() if d["channel"] == channel]
 
+    def acknowledge(self, alert_id: int) -> bool:
+        """What the UI's Acknowledge does: the store queues an ``ack`` to each channel that got the alert and whose
+        type mirrors acknowledgements."""
+        return self.store.acknowledge(alert_id, by="on-call", mirror_to=mirrors_acknowledge)
+
     def queue_ack(self, alert_id: int, channel: str) -> None:
-        """What the store must do when the UI acknowledges an alert (not in the store yet; see the channels
-        report): queue an ``ack`` delivery to each channel whose type mirrors acknowledgements."""
+        """An ``ack`` delivery put straight into the outbox (for a channel type the store would not send one to)."""
         now = self.clock()
         with self.store.engine.begin() as conn:
             conn.execute(deliveries_table.insert().values(

@@ -61,7 +61,7 @@ def test_acknowledge_is_mirrored_by_alias(outbox, og):
     alert = outbox.raise_alert("og")
     dispatcher = outbox.dispatcher()
     dispatcher.run_once()
-    outbox.queue_ack(outbox.alert_id(), "og")
+    assert outbox.acknowledge(outbox.alert_id())
     assert dispatcher.run_once().deliveries_sent == 1
     assert og.actions[-1] == ("acknowledge", alert.fingerprint)
     assert og.alerts[alert.fingerprint]["status"] == "acknowledged"

@@ -72,7 +72,7 @@ def test_acknowledge_in_tasklens_acknowledges_in_pagerduty(outbox, pd):
     alert = outbox.raise_alert("pd")
     dispatcher = outbox.dispatcher()
     dispatcher.run_once()
-    outbox.queue_ack(outbox.alert_id(), "pd")
+    assert outbox.acknowledge(outbox.alert_id())
     assert dispatcher.run_once().deliveries_sent == 1
     assert pd.events[-1] == {"routing_key": pd.routing_key, "event_action": "acknowledge",
                              "dedup_key": alert.fingerprint}

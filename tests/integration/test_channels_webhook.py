@@ -64,12 +64,12 @@ def test_resolve_and_ack_are_sent_as_their_kinds(outbox, receiver):
     alert = outbox.raise_alert("hook")
     dispatcher = outbox.dispatcher()
     dispatcher.run_once()
-    outbox.queue_ack(outbox.alert_id(), "hook")
+    assert outbox.acknowledge(outbox.alert_id())
     dispatcher.run_once()
     outbox.store.record([(resolve_of(alert), [])])
     dispatcher.drain()
     kinds = [(body["kind"], body["items"][0]["status"]) for _, body in receiver.deliveries]
-    assert kinds == [("alert", "open"), ("ack", "open"), ("resolve", "resolved")]
+    assert kinds == [("alert", "open"), ("ack", "acknowledged"), ("resolve", "resolved")]
 
 
 def test_a_wrong_secret_is_rejected_and_not_retried(outbox, receiver, monkeypatch):

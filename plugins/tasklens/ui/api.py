@@ -236,7 +236,9 @@ def _act(request: Request, user: Any, alert_id: int, action: str, **kwargs: Any)
 def acknowledge(
     request: Request, user: GetUserDep, alert_id: Annotated[int, Path(ge=1)], body: ActionBody
 ) -> dict[str, Any]:
-    return _act(request, user, alert_id, "acknowledge")
+    from tasklens.channels import mirrors_acknowledge
+
+    return _act(request, user, alert_id, "acknowledge", mirror_to=mirrors_acknowledge)
 
 
 @router.post("/alerts/{alert_id}/resolve", response_model=AlertOut, summary="Resolve an alert by hand")
