@@ -134,6 +134,8 @@ def retry_preset_for(task: Any) -> tuple[str, str] | None:
     """
     from tasklens import config
 
+    if config.rules_file() is None and config.default_retry_preset() is None:
+        return None  # the default: no rules file means no retry_policies, and no default preset (no ruleset load)
     ruleset = config.ruleset()
     bad = dict(retry_preset_problems(ruleset))
     for slot, problem in bad.items():

@@ -147,3 +147,16 @@ def test_a_success_costs_the_task_no_store_io_and_the_api_server_checks_its_medi
     (alert,) = alert_store.list_alerts()
     assert alert["rule"] == "task_duration" and alert["status"] == "open"
     assert not pipeline.ERROR_COUNTS
+
+
+def test_the_built_in_rules_raise_nothing_on_a_success_alone():
+    """The task process skips loading the rules for a success when no rules file is set: that shortcut holds only
+    while no built-in rule can fire on a success without its history (any duration, no median)."""
+    from tasklens.alerts import AlertKind
+    from tasklens.rules import evaluate_event
+    from tasklens.ruleset import load_ruleset
+
+    for duration_s in (0.1, 600.0, 86_400.0 * 30):
+        event = _task_event("success", "load", "r", duration_s=duration_s)
+        alerts = evaluate_event(event, load_ruleset(None), resolves=False)
+        assert [a for a in alerts if a.kind != AlertKind.RESOLVE] == []
