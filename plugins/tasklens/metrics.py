@@ -336,7 +336,7 @@ _attempt_cache: dict[tuple[Any, ...], TaskEvent] = {}
 def current_task_event() -> TaskEvent | None:
     """The running task attempt as a ``TaskEvent`` (``event="running"``), or None outside a task."""
     try:
-        from airflow.sdk import get_current_context
+        from airflow.sdk import get_current_context  # noqa: PLC0415 - Airflow's task SDK: only inside a running task
 
         context = get_current_context()
     except Exception:

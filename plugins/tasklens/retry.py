@@ -38,9 +38,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+import structlog
+import tenacity
 from airflow.sdk.definitions.retry_policy import RetryAction, RetryDecision, RetryPolicy
 
+from tasklens import metrics
 from tasklens.exceptions import ConfigError
+from tasklens.logs import get_logger
 from tasklens.schedule import next_retry_at, retry_schedule
 from tasklens.text import bounded
 
@@ -110,7 +114,7 @@ def _chain(error: BaseException) -> Iterator[BaseException]:
 
 
 def _import_exception(path: str) -> type[BaseException]:
-    from airflow.sdk.module_loading import import_string
+    from airflow.sdk.module_loading import import_string  # noqa: PLC0415 - Airflow's operator internals load only when a preset is applied
 
     value = import_string(path)
     if not (isinstance(value, type) and issubclass(value, BaseException)):
@@ -537,7 +541,7 @@ def explicit_fields(task: Any) -> set[str]:
         return found
     partial_kwargs = getattr(task, "partial_kwargs", None)
     if isinstance(partial_kwargs, Mapping):
-        from airflow.sdk.bases.operator import OPERATOR_DEFAULTS
+        from airflow.sdk.bases.operator import OPERATOR_DEFAULTS  # noqa: PLC0415 - Airflow's operator internals load only when a preset is applied
 
         return {name for name in RETRY_FIELDS
                 if partial_kwargs.get(name, OPERATOR_DEFAULTS.get(name)) != OPERATOR_DEFAULTS.get(name)}
@@ -606,12 +610,8 @@ def _emit_attempt(event: str, name: str, **fields: Any) -> None:
     """One structured log line and one ``retry_attempts`` count per attempt. Never raises."""
     try:
         try:
-            from tasklens.logs import get_logger
-
             logger: Any = get_logger("tasklens.retry")
         except Exception:
-            import structlog
-
             logger = structlog.get_logger("tasklens.retry")
         level = "error" if event == "retry_gave_up" else "warning"
         getattr(logger, level)(event, operation=name, **fields)
@@ -620,8 +620,6 @@ def _emit_attempt(event: str, name: str, **fields: Any) -> None:
     if event != "retry_attempt":
         return
     try:
-        from tasklens import metrics
-
         metrics.incr("retry_attempts", operation=name)
     except Exception:
         log.debug("tasklens could not count a retry attempt of %s", name, exc_info=True)
@@ -674,7 +672,6 @@ def call(
         def fetch(url):
             return requests.get(url, timeout=10).json()
     """
-    import tenacity
 
     where = "tasklens.retry.call"
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
