@@ -30,6 +30,7 @@ bench: setup
 lint: setup
 	@$(VENV)/bin/ruff check plugins dags include tests benchmarks scripts
 	@$(VENV)/bin/mypy plugins/tasklens
+	@PYTHONPATH=plugins $(VENV)/bin/lint-imports
 
 ## make lock: refresh constraints.txt from the current .venv after changing requirements*.txt.
 lock:

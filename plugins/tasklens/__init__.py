@@ -27,7 +27,7 @@ _LAZY = {
     "on_failure": ("tasklens.callbacks", "on_failure"),
     "defaults": ("tasklens.policy", "defaults"),
 }
-_SUBMODULES = {"metrics", "retry", "config", "events", "testing", "spark", "policy"}
+_SUBMODULES = {"metrics", "retry", "config", "events", "testing", "spark", "policy"}  # testing: tasklens.testing
 
 __all__ = ["__version__", *sorted(_LAZY), *sorted(_SUBMODULES)]
 

@@ -24,6 +24,12 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from tasklens import config, configcheck, pipeline
+from tasklens.alerts import Alert, AlertKind, AlertSnapshot, Notification, Severity, Status
+from tasklens.channels import build_channel
+from tasklens.exceptions import ConfigError, DeliveryError, TasklensError
+from tasklens.spool import Spool
+
 __all__ = ["main"]
 
 
@@ -33,7 +39,7 @@ def _print(*parts: Any) -> None:
 
 def _safe_url(url: str) -> str:
     try:
-        import sqlalchemy as sa
+        import sqlalchemy as sa  # noqa: PLC0415 - SQLAlchemy loads only for the commands that open the store
 
         return sa.make_url(url).render_as_string(hide_password=True)
     except Exception:
@@ -41,9 +47,6 @@ def _safe_url(url: str) -> str:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from tasklens import config, configcheck
-    from tasklens.exceptions import TasklensError
-
     config.reset()
     problems = configcheck.find_problems()
     if problems:
@@ -65,7 +68,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         "default_retry_preset": config.default_retry_preset() or "none",
         "config_check_interval_s": config.config_check_interval_s(),
     }
-    from tasklens.store import Store
+    from tasklens.store import Store  # noqa: PLC0415 - SQLAlchemy loads only for the commands that open the store
 
     try:
         store = Store(config.store_url())
@@ -85,8 +88,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _test_notification(channel: str) -> Any:
-    from tasklens.alerts import Alert, AlertKind, AlertSnapshot, Notification, Severity, Status
-
     now = datetime.now(timezone.utc).isoformat()
     alert = Alert(
         fingerprint="tasklens-test",
@@ -104,10 +105,7 @@ def _test_notification(channel: str) -> Any:
 
 
 def cmd_test_alert(args: argparse.Namespace) -> int:
-    from tasklens import config
-    from tasklens.channels import build_channel
-    from tasklens.dispatch import channel_config_from_ruleset
-    from tasklens.exceptions import ConfigError, DeliveryError
+    from tasklens.dispatch import channel_config_from_ruleset  # noqa: PLC0415 - SQLAlchemy loads only for the commands that open the store
 
     name = args.channel
     found = channel_config_from_ruleset(name)
@@ -130,10 +128,8 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
 
 
 def cmd_dispatch(args: argparse.Namespace) -> int:
-    from tasklens import config
-    from tasklens.dispatch import Dispatcher, DispatcherSettings
-    from tasklens.exceptions import TasklensError
-    from tasklens.store import get_store
+    from tasklens.dispatch import Dispatcher, DispatcherSettings  # noqa: PLC0415 - SQLAlchemy loads only for the commands that open the store
+    from tasklens.store import get_store  # noqa: PLC0415 - SQLAlchemy loads only for the commands that open the store
 
     try:
         store = get_store()
@@ -166,7 +162,7 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from tasklens.store import get_store
+    from tasklens.store import get_store  # noqa: PLC0415 - SQLAlchemy loads only for the commands that open the store
 
     count = get_store().replay()
     _print(f"tasklens replay: re-queued {count} undelivered deliveries; the dispatcher sends them next")
@@ -174,15 +170,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _ingest_spool_quietly() -> None:
-    from tasklens import pipeline
-
     pipeline.run_stage("spool.ingest", pipeline.ingest_spool)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from tasklens import config
-    from tasklens.exceptions import TasklensError
-    from tasklens.store import HEAD_REVISION, get_store
+    from tasklens.store import HEAD_REVISION, get_store  # noqa: PLC0415 - SQLAlchemy loads only for the commands that open the store
 
     url = _safe_url(config.store_url())
     try:
@@ -200,10 +192,6 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_spool_ingest(args: argparse.Namespace) -> int:
-    from tasklens import config, pipeline
-    from tasklens.exceptions import TasklensError
-    from tasklens.spool import Spool
-
     spool = Spool(config.spool_dir())
     waiting = spool.pending()
     try:
@@ -217,8 +205,7 @@ def cmd_spool_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from tasklens import reconcile
-    from tasklens.exceptions import TasklensError
+    from tasklens import reconcile  # noqa: PLC0415 - SQLAlchemy and Airflow's ORM load only for `tasklens reconcile`
 
     try:
         result = reconcile.reconcile_once()

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tasklens import config
+from tasklens import config, events, pipeline
 from tasklens.alerts import Severity
 from tasklens.exceptions import ConfigError
 
@@ -21,12 +21,11 @@ _BUILTIN_TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 def _current_event() -> Any:
     """The running task as a TaskEvent, or None outside a task."""
     try:
-        from airflow.sdk import get_current_context
+        from airflow.sdk import get_current_context  # noqa: PLC0415 - Airflow's task SDK: only inside a running task
 
         context = get_current_context()
     except Exception:
         return None
-    from tasklens import events
 
     return events.from_context("running", context, source="worker")
 
@@ -70,7 +69,6 @@ def alert(title: str, *, severity: str = "warning", template: str | None = None,
     Raises :class:`~tasklens.exceptions.ConfigError` for an unknown severity or template (your call, so it fails
     loudly); otherwise never raises and never waits for Slack or SMTP.
     """
-    from tasklens import pipeline
 
     severity_text, template_name = check_alert_arguments(severity, template)
     event = pipeline.run_stage("alerts.context", _current_event)

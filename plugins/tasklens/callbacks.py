@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tasklens import events, pipeline
+from tasklens.schedule import retry_schedule
 
 __all__ = ["FailureCallback", "listener_saw", "mark_listener_saw", "on_failure"]
 
@@ -35,8 +36,6 @@ def _event_from_failure_context(context: Mapping[str, Any]) -> events.TaskEvent:
     if events.state_name(getattr(ti, "state", None)) == "up_for_retry":
         retry_fields: dict[str, Any] = {"event": "up_for_retry"}
         try:
-            from tasklens.retry import retry_schedule
-
             next_retry_at, policy_reason = retry_schedule(ti, context.get("exception"))
             retry_fields.update(next_retry_at=next_retry_at, reason=event.reason or policy_reason)
         except Exception:  # noqa: S110 - the event matters more than its retry time

@@ -10,15 +10,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import logging
 import os
 import threading
-import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from tasklens import ruleset as rules_model  # the module; ``ruleset()`` below is the loaded rules
 from tasklens.exceptions import ConfigError
+from tasklens.ruleset import Ruleset
 
 __all__ = [
     "ConfigProblem",
@@ -66,11 +68,12 @@ _cached: list[Any] = []
 
 
 def _conf() -> Any:
-    # The task SDK's parser works in worker-only installs; core's is the same file elsewhere.
+    # The task SDK's parser works in worker-only installs; core's is the same file elsewhere. Imported on first
+    # use: Airflow's configuration loads only in processes that read a key.
     try:
-        from airflow.sdk.configuration import conf
+        from airflow.sdk.configuration import conf  # noqa: PLC0415
     except ImportError:  # pragma: no cover - core-only environments
-        from airflow.configuration import conf
+        from airflow.configuration import conf  # noqa: PLC0415
     return conf
 
 
@@ -313,8 +316,6 @@ def spark_shuffle_partitions() -> int:
 @_cache
 def spark_conf() -> dict[str, str]:
     """Extra Spark configuration as a JSON object, e.g. ``{"spark.driver.memory": "2g"}``."""
-    import json
-
     raw = _get("spark_conf")
     if not raw:
         return {}
@@ -336,9 +337,6 @@ def spark_conn_id() -> str | None:
     Its extra ``{"tasklens-submit": true}`` selects spark-submit."""
     return _get("spark_conn_id")
 
-
-if typing.TYPE_CHECKING:
-    from tasklens.ruleset import Ruleset
 
 
 # --------------------------------------------------------------------------- configuration problems
@@ -460,15 +458,12 @@ def ruleset() -> Ruleset:
 
 def _load_rules(path: Path | None) -> Ruleset:
     global _last_good
-    # ruleset.py reads [tasklens] connection ids from this module: imported here, not at the top.
-    from tasklens.ruleset import default_ruleset, parse_rules_text, read_rules_file
-
     if path is None:
         record_problem("rules_file", None)
-        return default_ruleset()
+        return rules_model.default_ruleset()
     try:
-        text = read_rules_file(path)
-        loaded = parse_rules_text(text, source=str(path), path=path)
+        text = rules_model.read_rules_file(path)
+        loaded = rules_model.parse_rules_text(text, source=str(path), path=path)
     except ConfigError as error:
         fallback, description = _fallback_rules()
         record_problem("rules_file", ConfigProblem.from_error(error, description))
@@ -487,19 +482,17 @@ def _load_rules(path: Path | None) -> Ruleset:
 
 
 def _fallback_rules() -> tuple[Ruleset, str]:
-    from tasklens.ruleset import default_ruleset, parse_rules_text
-
     if _last_good is not None:
         return _last_good, f"the last good rules this process loaded ({_last_good.source})"
     saved = last_good_rules_path()
     try:
         text = saved.read_text(encoding="utf-8")
-        return parse_rules_text(text, source=str(saved), path=saved), f"the last good rules file ({saved})"
+        return rules_model.parse_rules_text(text, source=str(saved), path=saved), f"the last good rules file ({saved})"
     except FileNotFoundError:
         pass
     except (OSError, UnicodeDecodeError, ConfigError):  # saved by another tasklens version, or damaged
         log.warning("tasklens: the saved last good rules file %s is unusable", saved, exc_info=True)
-    return default_ruleset(), "the built-in rules"
+    return rules_model.default_ruleset(), "the built-in rules"
 
 
 def _save_last_good(path: Path, text: str) -> None:
@@ -533,3 +526,7 @@ def default_retry_preset() -> str | None:
     leaves them alone, so installing tasklens changes no task's retries."""
     raw = (_get("default_retry_preset", "none") or "none").strip()
     return None if raw.lower() in {"none", "off", "false"} else raw
+
+
+# The built-in Slack and email channels use the [tasklens] connection ids (the ruleset reads no configuration).
+rules_model.use_default_conn_ids(lambda: (slack_conn_id(), smtp_conn_id()))

@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Sequence
 
-from tasklens import config, metrics, pipeline
+from tasklens import config, metrics, pipeline, policy
 from tasklens.config import ConfigProblem
 from tasklens.events import TaskEvent
 from tasklens.exceptions import ConfigError
@@ -70,7 +70,6 @@ def find_problems() -> list[ConfigProblem]:
     """Every configuration error now: the rules file (re-read when it changed), the retry presets it and
     ``default_retry_preset`` name, and each ``[tasklens]`` setting. Never raises for bad configuration."""
     # policy imports Airflow's policy machinery: only the processes that check need it.
-    from tasklens import policy
 
     ruleset = config.ruleset()
     found = [problem for problem in (config.rules_problem(),) if problem is not None]

@@ -45,10 +45,13 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from tasklens import config
 from tasklens.alerts import Notification
+from tasklens.channels import build_channel
+from tasklens.channels import channel_type as registered
 from tasklens.exceptions import DeliveryError
 from tasklens.redact import redact
-from tasklens.store import ClaimedDelivery, MarkResult, Store, worker_name
+from tasklens.store import ClaimedDelivery, MarkResult, Store, get_store, worker_name
 
 __all__ = [
     "DispatchReport",
@@ -83,8 +86,6 @@ class DispatcherSettings:
 
     @classmethod
     def from_config(cls) -> DispatcherSettings:
-        from tasklens import config
-
         return cls(max_age_s=config.delivery_max_age_s(), timeout_s=config.http_timeout_s())
 
 
@@ -140,8 +141,6 @@ class ChannelConfig:
 def channel_config_from_ruleset(name: str) -> ChannelConfig | None:
     """The rules file's settings of channel ``name`` (``None`` when it is not there or cannot be loaded)."""
     try:
-        from tasklens import config
-
         ruleset = config.ruleset()
     except Exception:
         log.warning("tasklens: could not load the rules file; channel %r uses its defaults", name, exc_info=True)
@@ -159,14 +158,11 @@ def channel_config_from_ruleset(name: str) -> ChannelConfig | None:
 
 
 def _build_channel(name: str, channel_type: str, options: Mapping[str, Any]) -> Any:
-    from tasklens.channels import build_channel
-
     return build_channel(name, channel_type, options)
 
 
 def _registered(channel_type: str) -> Any:
     """The registry's entry for ``channel_type`` (``None`` for a type nobody registered)."""
-    from tasklens.channels import channel_type as registered
 
     return registered(channel_type)
 
@@ -231,7 +227,6 @@ class Dispatcher:
     def _timeout_s(self) -> float:
         if self.settings.timeout_s is not None:
             return self.settings.timeout_s
-        from tasklens import config
 
         return config.http_timeout_s()
 
@@ -239,8 +234,6 @@ class Dispatcher:
         if self.base_url is not None:
             return self.base_url
         try:
-            from tasklens import config
-
             return config.base_url()
         except Exception:
             return None
@@ -450,8 +443,6 @@ class Dispatcher:
             stop.wait(wait)
 
     def _housekeeping(self) -> None:
-        from tasklens import config
-
         days = config.retention_days()
         removed = self.store.prune(older_than=timedelta(days=days)) if days > 0 else 0
         self.store.optimize()
@@ -494,8 +485,6 @@ def start_background_dispatcher(
     with _lock:
         if _thread is not None and _thread.is_alive():
             return True
-        from tasklens import config
-        from tasklens.store import get_store
 
         try:
             store = store or get_store()

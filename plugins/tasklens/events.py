@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from tasklens.schedule import retry_schedule
 from tasklens.text import bounded, bounded_tail
 
 __all__ = [
@@ -259,8 +260,6 @@ def from_task_instance(
     next_retry_at = None
     if event == "up_for_retry":
         try:  # the retry time and the retry policy's reason; the event matters more than either
-            from tasklens.retry import retry_schedule
-
             next_retry_at, policy_reason = retry_schedule(ti, error)
             reason = reason or policy_reason
         except Exception:  # noqa: S110

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from tasklens import config, events
+from tasklens import config, events, metrics
 from tasklens._once import WarnOnce
 from tasklens.events import TaskEvent
 from tasklens.text import safe_text
@@ -227,8 +227,6 @@ def _append(record: Mapping[str, Any]) -> None:
             stream.path,
             exc,
         )
-        from tasklens import metrics
-
         metrics.count_error("logs.stream")
 
 
@@ -304,13 +302,11 @@ class TaskLogger:
         except Exception:
             _warn_once("business", "tasklens could not write business event %r", name, exc_info=True)
 
-    def performance(self, operation: str, duration_s: float, **metrics: Any) -> None:
+    def performance(self, operation: str, duration_s: float, **figures: Any) -> None:
         """Log how long ``operation`` took (plus any figures) and record it in ``tasklens.operation.duration``."""
-        self._logger.info("performance", operation=operation, duration_s=round(duration_s, 6), **_safe_kwargs(metrics))
-        from tasklens import metrics as metrics_module
-
-        labels = {key: value for key, value in metrics.items() if key in metrics_module.ALLOWED_LABELS}
-        metrics_module.observe_operation(operation, duration_s, **labels)
+        self._logger.info("performance", operation=operation, duration_s=round(duration_s, 6), **_safe_kwargs(figures))
+        labels = {key: value for key, value in figures.items() if key in metrics.ALLOWED_LABELS}
+        metrics.observe_operation(operation, duration_s, **labels)
 
 
 def get_logger(name: str = "tasklens.task") -> TaskLogger:
@@ -322,8 +318,6 @@ def get_logger(name: str = "tasklens.task") -> TaskLogger:
         log.info("loading", table="flights")
         log.business_event("rows_loaded", rows=1200)
     """
-    from tasklens import metrics
-
     task = metrics.current_task_event()
     logger = structlog.get_logger(name)
     if task is not None:

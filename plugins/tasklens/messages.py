@@ -29,8 +29,9 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup, escape
 
+from tasklens import config, events
 from tasklens.alerts import Alert, AlertKind, AlertSnapshot, Notification, Severity, Status
-from tasklens.text import TRUNCATION_MARKER, bounded, bounded_tail, safe_text
+from tasklens.text import TRUNCATION_MARKER, bounded, bounded_tail, format_duration, safe_text
 
 __all__ = [
     "BUILTIN_TEMPLATES_DIR",
@@ -180,8 +181,6 @@ def _helpers(fmt: str, base_url: str) -> dict[str, Callable[..., Any]]:
         return ""
 
     def duration(seconds: Any) -> str:
-        from tasklens.rules import format_duration
-
         try:
             return format_duration(float(seconds))
         except (TypeError, ValueError):
@@ -323,8 +322,6 @@ def _block_of(env: jinja2.Environment, file_name: str, block: str, context: Mapp
 def _templates_dir(value: Any) -> str | None:
     if value is _USE_CONFIG:
         try:
-            from tasklens import config
-
             value = config.templates_dir()
         except Exception:  # a broken config must not stop a message
             log.warning("tasklens: cannot read [tasklens] templates_dir; using built-in templates", exc_info=True)
@@ -336,9 +333,7 @@ def _templates_dir(value: Any) -> str | None:
 
 
 def _redact(value: Any) -> Any:
-    from tasklens.events import redact
-
-    return redact(value)
+    return events.redact(value)
 
 
 def _bounded(value: Any, limit: int, depth: int = 0) -> Any:

@@ -30,8 +30,8 @@ Task code::
     with metrics.timer("load_orders"):
         ...
 
-Each custom metric also goes to the alert engine (``pipeline.handle_metric``) so metric
-threshold rules see it, whether or not StatsD is on.
+Each custom metric also goes to the alert engine (``pipeline.handle_metric``, registered with
+:func:`send_to_alerts`) so metric threshold rules see it, whether or not StatsD is on.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from typing import Any, TypeVar
 
 import statsd
 
-from tasklens import config
+from tasklens import config, events
 from tasklens._once import WarnOnce
 from tasklens.events import EVENT_KINDS, TaskEvent
 
@@ -71,6 +71,7 @@ __all__ = [
     "observe_operation",
     "record_event",
     "reset",
+    "send_to_alerts",
     "timer",
     "timing",
 ]
@@ -335,7 +336,7 @@ _attempt_cache: dict[tuple[Any, ...], TaskEvent] = {}
 def current_task_event() -> TaskEvent | None:
     """The running task attempt as a ``TaskEvent`` (``event="running"``), or None outside a task."""
     try:
-        from airflow.sdk import get_current_context
+        from airflow.sdk import get_current_context  # noqa: PLC0415 - Airflow's task SDK: only inside a running task
 
         context = get_current_context()
     except Exception:
@@ -346,8 +347,6 @@ def current_task_event() -> TaskEvent | None:
     key = (ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1), getattr(ti, "try_number", 1))
     cached = _attempt_cache.get(key)
     if cached is None:
-        from tasklens import events
-
         cached = events.from_task_instance("running", ti, source="worker")
         if len(_attempt_cache) > 64:  # dags test runs many tasks in one process
             _attempt_cache.clear()
@@ -384,9 +383,20 @@ def _emit_custom(kind: str, stat: str, alert_name: str, value: float, labels: Ma
         _warn_once(f"custom:{kind}", "tasklens could not send metric %r", alert_name, exc_info=True)
         count_error("metrics.custom")
         return
-    from tasklens import pipeline
+    hook = _alert_hook
+    if hook is not None:
+        hook(alert_name, value, merged, event)
 
-    pipeline.run_stage("alerts.metric", pipeline.handle_metric, alert_name, value, merged, event)
+
+#: Receives every custom metric for the alert rules; set by the wiring point (``tasklens.pipeline``), which the
+#: plugin's listener loads in every Airflow process, so this stage never imports the pipeline.
+_alert_hook: Callable[[str, float, Mapping[str, str], TaskEvent | None], None] | None = None
+
+
+def send_to_alerts(hook: Callable[[str, float, Mapping[str, str], TaskEvent | None], None] | None) -> None:
+    """Hand every custom metric to ``hook`` (the alert engine's metric rules); it must never raise."""
+    global _alert_hook
+    _alert_hook = hook
 
 
 def incr(name: str, value: float = 1, **labels: Any) -> None:

@@ -23,6 +23,8 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier
 
+from tasklens import callbacks, events, pipeline
+
 __all__ = ["TasklensEmailNotifier", "TasklensNotifier", "TasklensSlackNotifier"]
 
 log = logging.getLogger(__name__)
@@ -51,15 +53,12 @@ class TasklensNotifier(BaseNotifier):
         self.data = dict(data or {})
 
     def _event(self, context: Mapping[str, Any]) -> Any:
-        from tasklens import callbacks, events
-
         if context.get("ti") is None and context.get("task_instance") is None:
             return events.from_context("failed", context, source="callback")
         return callbacks._event_from_failure_context(context)
 
     def notify(self, context: Any) -> None:
         """Record the alert in the store (outbox); the dispatcher sends it."""
-        from tasklens import pipeline
 
         event = pipeline.run_stage("notifier.event", self._event, context)
         data = {**self.data, pipeline.NOTIFY_CHANNELS_KEY: [self.channel]}

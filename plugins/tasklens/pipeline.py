@@ -11,12 +11,17 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
+from tasklens import config, logs, metrics, persist, routing, rules
 from tasklens._once import WarnOnce
+from tasklens.alerts import AlertKind, Delivery
 from tasklens.events import TaskEvent
 from tasklens.exceptions import StoreError
+from tasklens.spool import Spool
 
 __all__ = [
     "ERROR_COUNTS",
@@ -50,8 +55,6 @@ def run_stage(stage: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -
                 exc_info=True,
             )
         try:
-            from tasklens import metrics
-
             metrics.count_error(stage)
         except Exception:  # noqa: S110 - counting the error must never raise either
             pass
@@ -59,20 +62,14 @@ def run_stage(stage: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -
 
 
 def _bind_log_context(event: TaskEvent) -> None:
-    from tasklens import logs
-
     logs.bind_task_context(event)
 
 
 def _write_event_stream(event: TaskEvent) -> None:
-    from tasklens import logs
-
     logs.write_event(event)
 
 
 def _emit_metrics(event: TaskEvent) -> None:
-    from tasklens import metrics
-
     metrics.record_event(event)
 
 
@@ -117,13 +114,8 @@ def _raise_success_alerts(event: TaskEvent) -> None:
     """A success touches the store only when a rule fires on it alone (a fixed ``max_duration``). Resolving the
     alerts it ends and comparing it with its history need no word from the task: the api-server does both from
     Airflow's own records (:func:`record_settled_success`), so the common case costs no I/O at all."""
-    from tasklens import config
-
     if config.rules_file() is None:
-        return  # the built-in rules raise nothing on a success alone (test_pipeline pins it): no ruleset to load
-    from tasklens import rules  # the rules engine loads only for a rules file, once per process
-    from tasklens.alerts import AlertKind
-
+        return  # the built-in rules raise nothing on a success alone (test_pipeline pins it): no ruleset to use
     ruleset = config.ruleset()
     alerts = [a for a in rules.evaluate_event(event, ruleset, resolves=False) if a.kind != AlertKind.RESOLVE]
     if alerts:
@@ -135,16 +127,14 @@ def record_settled_success(event: TaskEvent, recent_durations_s: Sequence[float]
     """A success read from Airflow's metadata DB (the api-server's checks): close the alerts it resolves, check its
     duration against ``recent_durations_s`` and store the event (the UI's task tab). Raises
     :class:`~tasklens.exceptions.StoreError` when the store cannot take it (the check retries next pass)."""
-    from tasklens import config, rules
-
     ruleset = config.ruleset()
     _record(rules.evaluate_event(event, ruleset, recent_durations_s=recent_durations_s), ruleset, event=event)
 
 
 def _record_event_alerts(event: TaskEvent) -> bool:
     """Evaluate and store ``event``'s alerts; returns whether this was the first report of the attempt."""
-    from tasklens import config, rules
-    from tasklens.store import get_store
+    # SQLAlchemy loads only when a write reaches the store (never on a task's success path).
+    from tasklens.store import get_store  # noqa: PLC0415
 
     ruleset = config.ruleset()
     store = get_store()
@@ -178,8 +168,6 @@ def _persist(write: Callable[[], None], op: str, payload: Mapping[str, Any], *, 
              stage: str = "alerts") -> None:
     """Store through the writer thread (spooled when the store cannot take it in time); then, when earlier writes
     wait in the spool, ingest them in the background."""
-    from tasklens import persist
-
     def write_then_catch_up() -> None:
         try:
             write()
@@ -201,17 +189,12 @@ def _reraise(exc: Exception) -> None:
 
 
 def _spool() -> Any:
-    from tasklens import config
-    from tasklens.spool import Spool
-
     return Spool(config.spool_dir())
 
 
 def ingest_spool(*, limit: int = 500, budget_s: float = 10.0) -> int:
     """Store the writes waiting in the spool (oldest first, at most ``limit``, for about ``budget_s``); returns how
     many were stored. Raises when the store is still unavailable (the records stay)."""
-    import time
-
     def store_unavailable(exc: Exception) -> bool:
         return isinstance(exc, StoreError)
 
@@ -240,8 +223,6 @@ def _median_duration_rules(ruleset: Any) -> list[Any]:
 
 def _may_exceed_median(rule: Any, event: TaskEvent) -> bool:
     """Whether ``rule`` could fire on ``event`` at all: shorter than its min_duration, the median is irrelevant."""
-    from tasklens import rules
-
     duration = event.duration_s
     return duration is not None and duration >= rule.min_duration_s and rules.rule_condition(rule)(event)
 
@@ -251,11 +232,8 @@ def _record(alerts: Any, ruleset: Any, *, event: TaskEvent | None = None,
     """Route ``alerts`` (muted routes dropped) and record them, with ``event``, in one store transaction.
 
     Raises :class:`~tasklens.exceptions.StoreError` when the store cannot take them."""
-    from datetime import datetime, timezone
-
-    from tasklens import routing
-    from tasklens.alerts import AlertKind
-    from tasklens.store import get_store
+    # SQLAlchemy loads only when a write reaches the store (never on a task's success path).
+    from tasklens.store import get_store  # noqa: PLC0415
 
     if not alerts and event is None:
         return None
@@ -288,8 +266,6 @@ _FAILURE_EVENTS = frozenset({"failed", "up_for_retry", "killed"})
 
 def handle(event: TaskEvent) -> None:
     """Run ``event`` through every stage. Never raises."""
-    from tasklens import config
-
     if not run_stage("config", config.enabled):
         return
     if event.source != "worker" and event.event in _FAILURE_EVENTS:
@@ -319,8 +295,6 @@ def handle_metric(name: str, value: float, labels: Mapping[str, str], context: T
     """A task emitted a custom metric: evaluate the metric threshold rules on it. Never raises."""
 
     def evaluate() -> None:
-        from tasklens import config
-
         if not config.ruleset().rules_of_type("metric"):
             return  # the common case: no threshold rules, no store access on every metric
         payload = {"name": name, "value": value, "labels": dict(labels),
@@ -332,8 +306,6 @@ def handle_metric(name: str, value: float, labels: Mapping[str, str], context: T
 
 
 def _record_metric_alerts(name: str, value: float, labels: Mapping[str, str], context: TaskEvent | None) -> None:
-    from tasklens import config, rules
-
     ruleset = config.ruleset()
     _record(rules.evaluate_metric(name, value, labels, ruleset, context), ruleset)
 
@@ -353,8 +325,6 @@ def raise_custom_alert(title: str, severity: str, template: str | None, data: Ma
 
 def _record_custom_alert(title: str, severity: str, template: str | None, data: Mapping[str, Any],
                          context: TaskEvent | None) -> None:
-    from tasklens import config, rules
-
     ruleset = config.ruleset()
     payload = dict(data)
     channels = payload.pop(NOTIFY_CHANNELS_KEY, None)
@@ -365,9 +335,6 @@ def _record_custom_alert(title: str, severity: str, template: str | None, data: 
 
 def _explicit_deliveries(channels: Any, ruleset: Any) -> Callable[[Any], list[Any]]:
     """Deliveries straight to named channels (a notifier's own target), bypassing the routes."""
-    from tasklens import routing
-    from tasklens.alerts import Delivery
-
     names = [channels] if isinstance(channels, str) else list(channels)
 
     def deliveries(alert: Any) -> list[Any]:
@@ -380,3 +347,11 @@ def _explicit_deliveries(channels: Any, ruleset: Any) -> Callable[[Any], list[An
         return out
 
     return deliveries
+
+
+def _evaluate_custom_metric(name: str, value: float, labels: Mapping[str, str], context: TaskEvent | None) -> None:
+    run_stage("alerts.metric", handle_metric, name, value, labels, context)
+
+
+# The metrics stage hands every custom metric to the alert rules through this hook (it does not import the pipeline).
+metrics.send_to_alerts(_evaluate_custom_metric)

@@ -17,7 +17,7 @@ MIN_AIRFLOW = (3, 3)
 
 def _airflow_supported() -> bool:
     try:
-        from airflow import __version__
+        from airflow import __version__  # noqa: PLC0415 - guarded: a broken Airflow install must not stop the import
     except ImportError:  # pragma: no cover
         return False
     major_minor = tuple(int(p) for p in __version__.split(".")[:2] if p.isdigit())
@@ -28,7 +28,7 @@ def _airflow_supported() -> bool:
 def _ui_components() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The FastAPI app and the external views, if the UI package is installed with this version."""
     try:
-        from tasklens.ui import external_views, fastapi_apps
+        from tasklens.ui import external_views, fastapi_apps  # noqa: PLC0415 - FastAPI loads only in the api-server
     except ImportError:
         return [], []
     return fastapi_apps(), external_views()

@@ -30,8 +30,10 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from airflow.exceptions import AirflowClusterPolicyViolation
 from airflow.policies import hookimpl
 
+from tasklens import config, metrics
 from tasklens.callbacks import FailureCallback, on_failure
 from tasklens.config import ConfigProblem
 from tasklens.exceptions import ConfigError
@@ -93,7 +95,7 @@ def _matches(ref: RetryPolicyRef, task: Any) -> bool:
 
 
 def _unknown_preset(name: str, where: str, key: str, fallback: str, *, also: str = "") -> ConfigProblem | None:
-    from tasklens import retry
+    from tasklens import retry  # noqa: PLC0415 - Airflow's task-SDK retry policy loads only when a DAG is parsed
 
     try:
         retry.check_preset_name(name, where, key, also=also)
@@ -105,7 +107,6 @@ def _unknown_preset(name: str, where: str, key: str, fallback: str, *, also: str
 def retry_preset_problems(ruleset: Ruleset | None = None) -> list[tuple[str, ConfigProblem]]:
     """``(slot, problem)`` for each ``retry_policies`` entry of the rules file and for ``[tasklens]
     default_retry_preset`` naming a preset unknown in this process (also run by ``tasklens check-config``)."""
-    from tasklens import config
 
     ruleset = ruleset or config.ruleset()
     source = str(ruleset.source or "[tasklens] rules_file")
@@ -132,8 +133,6 @@ def retry_preset_for(task: Any) -> tuple[str, str] | None:
     Never raises for bad configuration: an entry or default naming an unknown preset is skipped and
     recorded as a configuration problem (:func:`tasklens.config.problems`).
     """
-    from tasklens import config
-
     if config.rules_file() is None and config.default_retry_preset() is None:
         return None  # the default: no rules file means no retry_policies, and no default preset (no ruleset load)
     ruleset = config.ruleset()
@@ -155,7 +154,7 @@ def apply_retry_preset(task: Any) -> str | None:
 
     Raises :class:`ConfigError` when the task's own retry settings are unusable (a negative delay).
     """
-    from tasklens import retry
+    from tasklens import retry  # noqa: PLC0415 - Airflow's task-SDK retry policy loads only when a DAG is parsed
 
     chosen = retry_preset_for(task)
     if chosen is not None:
@@ -166,7 +165,6 @@ def apply_retry_preset(task: Any) -> str | None:
 
 def _enabled() -> bool:
     """``[tasklens] enabled``; an unreadable value is a configuration problem and counts as the default (on)."""
-    from tasklens import config
 
     try:
         return config.enabled()
@@ -181,8 +179,6 @@ _counted: set[str] = set()
 
 
 def _count_new_problems() -> None:
-    from tasklens import config, metrics
-
     for problem in config.problems():
         if problem.fingerprint not in _counted:
             _counted.add(problem.fingerprint)
@@ -190,8 +186,6 @@ def _count_new_problems() -> None:
 
 
 def _violation(error: ConfigError, task: Any) -> Exception:
-    from airflow.exceptions import AirflowClusterPolicyViolation
-
     where = f"{getattr(task, 'dag_id', '?')}.{getattr(task, 'task_id', '?')}"
     return AirflowClusterPolicyViolation(f"tasklens retry configuration for task {where}: {error}")
 
@@ -214,8 +208,6 @@ def task_policy(task: Any) -> None:
     except Exception:
         log.warning("tasklens task_policy failed for %r; the task keeps its own settings", task, exc_info=True)
         try:
-            from tasklens import metrics
-
             metrics.count_error("policy")
         except Exception:  # noqa: S110 - counting must not break DAG parsing either
             pass
@@ -237,7 +229,7 @@ def defaults(preset: str | None = "transient_network", **overrides: Any) -> dict
     ``preset=None`` gives the callback only; other keywords adjust the preset (see
     :func:`tasklens.retry.preset`). Raises :class:`ConfigError` for an unknown preset.
     """
-    from tasklens import retry
+    from tasklens import retry  # noqa: PLC0415 - Airflow's task-SDK retry policy loads only when a DAG is parsed
 
     values: dict[str, Any] = {"on_failure_callback": [on_failure()]}
     if preset is not None:

@@ -52,7 +52,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tasklens import config, events, pipeline, rules
+from tasklens import config, events, pipeline, rules, store
+from tasklens.store import leases_table
 
 __all__ = [
     "KILLED_REASON",
@@ -112,8 +113,8 @@ def ended_attempts_query(since: datetime, until: datetime) -> Any:
     attempt, and each one's history rows come through the history table's unique (dag_id, task_id, run_id,
     map_index, try_number) index.
     """
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.models.taskinstancehistory import TaskInstanceHistory
+    from airflow.models.taskinstance import TaskInstance  # noqa: PLC0415 - Airflow's ORM loads only in the api-server's reconciler
+    from airflow.models.taskinstancehistory import TaskInstanceHistory  # noqa: PLC0415 - Airflow's ORM loads only in the api-server's reconciler
 
     ti = TaskInstance.__table__
     tih = TaskInstanceHistory.__table__
@@ -152,7 +153,7 @@ def ended_attempts_query(since: datetime, until: datetime) -> Any:
 
 def _ended_attempts(since: datetime, until: datetime) -> list[Any]:
     # Airflow's session is for the api-server only (task processes may not touch the metadata DB).
-    from airflow.utils.session import create_session
+    from airflow.utils.session import create_session  # noqa: PLC0415 - Airflow's ORM loads only in the api-server's reconciler
 
     with create_session() as session:
         return list(session.execute(ended_attempts_query(since, until)).all())
@@ -247,7 +248,7 @@ def evidence_from_log(messages: Iterable[Any], *, budget_s: float = LOG_READ_BUD
 def read_evidence(ti: Any, try_number: int) -> Evidence:
     """The evidence in one attempt's log, read with Airflow's configured task log reader (as the UI does)."""
     # Airflow's log reader is for the api-server only.
-    from airflow.utils.log.log_reader import TaskLogReader
+    from airflow.utils.log.log_reader import TaskLogReader  # noqa: PLC0415 - Airflow's ORM loads only in the api-server's reconciler
 
     reader = TaskLogReader()
     if not reader.supports_read:
@@ -259,9 +260,9 @@ def read_evidence(ti: Any, try_number: int) -> Evidence:
 
 def _load_attempt(session: Any, key: AttemptKey) -> Any:
     """The attempt's TaskInstance (or, for an earlier try, TaskInstanceHistory) row with its dag_run."""
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.models.taskinstancehistory import TaskInstanceHistory
-    from sqlalchemy.orm import joinedload
+    from airflow.models.taskinstance import TaskInstance  # noqa: PLC0415 - Airflow's ORM loads only in the api-server's reconciler
+    from airflow.models.taskinstancehistory import TaskInstanceHistory  # noqa: PLC0415 - Airflow's ORM loads only in the api-server's reconciler
+    from sqlalchemy.orm import joinedload  # noqa: PLC0415 - Airflow's ORM loads only in the api-server's reconciler
 
     dag_id, task_id, run_id, map_index, try_number = key
     for model in (TaskInstance, TaskInstanceHistory):
@@ -287,7 +288,7 @@ def _attempt_state(session: Any, key: AttemptKey, recorded: str) -> str:
     keeps ``up_for_retry`` (one lookup on its ``idx_log_task_instance`` index)."""
     if recorded != "failed":
         return recorded
-    from airflow.models.log import Log
+    from airflow.models.log import Log  # noqa: PLC0415 - Airflow's ORM loads only in the api-server's reconciler
 
     dag_id, task_id, run_id, map_index, try_number = key
     logged = session.scalar(
@@ -311,7 +312,7 @@ def _attempt_state(session: Any, key: AttemptKey, recorded: str) -> str:
 
 def _task_success_overtime_s() -> float:
     # Airflow's config object: the api-server has it loaded already.
-    from airflow.configuration import conf
+    from airflow.configuration import conf  # noqa: PLC0415 - Airflow's ORM loads only in the api-server's reconciler
 
     return conf.getfloat("core", "task_success_overtime", fallback=20.0)
 
@@ -375,7 +376,7 @@ def succeeded_attempts_query(since: datetime, until: datetime, tasks: Iterable[t
                              min_duration_s: float | None) -> Any:
     """Attempts that succeeded in ``[since, until]`` of ``tasks`` (dag_id, task_id), or that ran at least
     ``min_duration_s``. Bounded by the ``ti_heartbeat`` index like :func:`ended_attempts_query`."""
-    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.taskinstance import TaskInstance  # noqa: PLC0415 - Airflow's ORM loads only in the api-server's reconciler
 
     wanted: list[sa.ColumnElement[bool]] = []
     pairs = list(tasks)
@@ -394,7 +395,7 @@ def succeeded_attempts_query(since: datetime, until: datetime, tasks: Iterable[t
 
 def _recent_success_durations(session: Any, ti: Any) -> tuple[float, ...]:
     """Durations of the task's latest successes before this one, newest first (mapped tasks pooled)."""
-    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.taskinstance import TaskInstance  # noqa: PLC0415 - Airflow's ORM loads only in the api-server's reconciler
 
     rows = session.scalars(
         sa.select(TaskInstance.duration)
@@ -415,7 +416,7 @@ def settle_successes(alert_store: Any, since: datetime, until: datetime) -> int:
     """Successes Airflow recorded in ``[since, until]`` that matter to tasklens: those of tasks with an unresolved
     alert (they resolve it) and those long enough for a median-based duration rule (history from Airflow's own
     records). Task processes write nothing for a success; this is where it counts. Returns how many were settled."""
-    from airflow.utils.session import create_session
+    from airflow.utils.session import create_session  # noqa: PLC0415 - Airflow's ORM loads only in the api-server's reconciler
 
     ruleset = config.ruleset()
     medians = [rule for rule in ruleset.rules_of_type("duration") if rule.enabled and rule.median_factor]
@@ -449,7 +450,7 @@ def settle_successes(alert_store: Any, since: datetime, until: datetime) -> int:
 
 def _judge(row: Any, now: datetime, grace: timedelta) -> events.TaskEvent | None:
     """The event an unreported attempt gets now, or None while its own report may still come."""
-    from airflow.utils.session import create_session
+    from airflow.utils.session import create_session  # noqa: PLC0415 - Airflow's ORM loads only in the api-server's reconciler
 
     key = _attempt_key(row)
     with create_session() as session:  # the log reader and the event read the ORM row inside its session
@@ -481,7 +482,6 @@ def reconcile_once(
 
     ``grace`` (``[tasklens] reconcile_grace_s``): attempts that ended more recently are left for the next pass.
     """
-    from tasklens import store
 
     result = PassResult()
     if not config.enabled():
@@ -540,15 +540,14 @@ class LeaderLease:
 
         One atomic upsert: it inserts the lease, or updates it only where this holder has it or it has expired.
         """
-        from tasklens.store import leases_table
 
         dialect = self.store.dialect
         now = _db_clock(dialect)
         insert: Any
         if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
+            from sqlalchemy.dialects.postgresql import insert  # noqa: PLC0415 - Airflow's ORM loads only in the api-server's reconciler
         else:
-            from sqlalchemy.dialects.sqlite import insert
+            from sqlalchemy.dialects.sqlite import insert  # noqa: PLC0415 - Airflow's ORM loads only in the api-server's reconciler
         lease = leases_table.c
         statement = insert(leases_table).values(name=self.name, holder=self.holder, expires_at=now + self.ttl_s)
         statement = statement.on_conflict_do_update(
@@ -561,7 +560,6 @@ class LeaderLease:
 
     def release(self) -> None:
         """Give the lease up now (a clean shutdown): another process takes it on its next pass."""
-        from tasklens.store import leases_table
 
         with self.store.engine.begin() as conn:
             conn.execute(
@@ -595,7 +593,6 @@ class Reconciler(threading.Thread):
 
     def run_pass(self) -> PassResult | None:
         """One pass if this process leads; None when another process holds the lease. Raises on errors."""
-        from tasklens import store
 
         if not self._lease_for(store.get_store()).acquire():
             self._covered_until = None  # another process leads: catch up fully if this one leads again

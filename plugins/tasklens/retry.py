@@ -30,19 +30,22 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import hashlib
 import logging
-import math
 import random
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+import structlog
+import tenacity
 from airflow.sdk.definitions.retry_policy import RetryAction, RetryDecision, RetryPolicy
 
+from tasklens import metrics
 from tasklens.exceptions import ConfigError
+from tasklens.logs import get_logger
+from tasklens.schedule import next_retry_at, retry_schedule
 from tasklens.text import bounded
 
 if TYPE_CHECKING:
@@ -76,7 +79,6 @@ RETRY_FIELDS: tuple[str, ...] = (
 )
 #: The timing part of :data:`RETRY_FIELDS` (everything but the per-exception policy).
 TIMING_FIELDS: tuple[str, ...] = RETRY_FIELDS[:4]
-_DEFAULT_MAX_RETRY_DELAY_S = 24 * 60 * 60  # Airflow's [core] max_task_retry_delay default
 
 
 # --------------------------------------------------------------------------- rules
@@ -112,7 +114,7 @@ def _chain(error: BaseException) -> Iterator[BaseException]:
 
 
 def _import_exception(path: str) -> type[BaseException]:
-    from airflow.sdk.module_loading import import_string
+    from airflow.sdk.module_loading import import_string  # noqa: PLC0415 - Airflow's operator internals load only when a preset is applied
 
     value = import_string(path)
     if not (isinstance(value, type) and issubclass(value, BaseException)):
@@ -539,7 +541,7 @@ def explicit_fields(task: Any) -> set[str]:
         return found
     partial_kwargs = getattr(task, "partial_kwargs", None)
     if isinstance(partial_kwargs, Mapping):
-        from airflow.sdk.bases.operator import OPERATOR_DEFAULTS
+        from airflow.sdk.bases.operator import OPERATOR_DEFAULTS  # noqa: PLC0415 - Airflow's operator internals load only when a preset is applied
 
         return {name for name in RETRY_FIELDS
                 if partial_kwargs.get(name, OPERATOR_DEFAULTS.get(name)) != OPERATOR_DEFAULTS.get(name)}
@@ -601,109 +603,6 @@ def validate_task_retries(task: Any) -> None:
                                 "(%s); it never matches in a process without it", where, spec, error)
 
 
-# --------------------------------------------------------------------------- next retry time
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
-def next_retry_at(
-    task: Any,
-    try_number: int,
-    end_date: datetime,
-    *,
-    logical_date: datetime | None = None,
-    delay_override: timedelta | float | None = None,
-    dag_id: str | None = None,
-    task_id: str | None = None,
-) -> datetime:
-    """When Airflow will retry an attempt of ``task`` that ended at ``end_date``.
-
-    The same arithmetic as ``TaskInstance.next_retry_datetime()`` in Airflow 3.3: a retry
-    policy's delay wins; otherwise ``retry_delay``, and with a backoff multiplier
-    ``ceil(delay * multiplier ** (try_number - 1))`` plus a deterministic jitter of up to as
-    much again, hashed from dag_id, task_id, logical date and try number, capped at
-    ``max_retry_delay`` and ``[core] max_task_retry_delay``.
-    """
-    end = _utc(end_date)
-    if delay_override is not None:
-        seconds = delay_override.total_seconds() if isinstance(delay_override, timedelta) else float(delay_override)
-        return end + timedelta(seconds=seconds)
-    delay = getattr(task, "retry_delay", None) or timedelta(0)
-    if not isinstance(delay, timedelta):
-        delay = timedelta(seconds=float(delay))
-    multiplier = getattr(task, "retry_exponential_backoff", 0) or 0
-    multiplier = 2.0 if multiplier is True else float(multiplier)
-    if multiplier == 0:
-        multiplier = 1.0
-    if multiplier != 1.0 and multiplier > 0:
-        cap = _max_task_retry_delay()
-        try:
-            min_backoff = math.ceil(delay.total_seconds() * (multiplier ** (try_number - 1)))
-        except OverflowError:
-            min_backoff = cap
-        min_backoff = max(min_backoff, 1)
-        logical = _utc(logical_date) if isinstance(logical_date, datetime) else logical_date
-        key = f"{dag_id or task.dag_id}#{task_id or task.task_id}#{logical}#{try_number}"
-        ti_hash = int(hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest(), 16)
-        delay = timedelta(seconds=min(min_backoff + ti_hash % min_backoff, cap))
-        max_delay = getattr(task, "max_retry_delay", None)
-        if max_delay:
-            delay = min(max_delay if isinstance(max_delay, timedelta) else timedelta(seconds=max_delay), delay)
-    return end + delay
-
-
-def _max_task_retry_delay() -> int:
-    try:
-        from airflow.sdk.definitions._internal.abstractoperator import MAX_RETRY_DELAY
-
-        return int(MAX_RETRY_DELAY)
-    except Exception:
-        return _DEFAULT_MAX_RETRY_DELAY_S
-
-
-def _logical_date(ti: Any) -> datetime | None:
-    context = getattr(ti, "_ti_context_from_server", None)
-    dag_run = getattr(context, "dag_run", None)
-    if dag_run is not None:
-        return getattr(dag_run, "logical_date", None)
-    try:
-        return getattr(ti, "logical_date", None)
-    except Exception:
-        return None
-
-
-def retry_schedule(ti: Any, error: BaseException | str | None = None) -> tuple[str | None, str | None]:
-    """``(next_retry_at ISO UTC, reason)`` for a task instance that just went ``up_for_retry``.
-
-    In the worker (``RuntimeTaskInstance``) the task's retry policy is evaluated again for
-    ``error`` (policies are pure) to learn its delay override and reason; an ORM
-    ``TaskInstance`` carries both (``retry_delay_override``, ``retry_reason``). Either may be None.
-    """
-    task = getattr(ti, "task", None)
-    end = getattr(ti, "end_date", None) or datetime.now(timezone.utc)
-    reason = getattr(ti, "retry_reason", None)
-    override = getattr(ti, "retry_delay_override", None)
-    policy = getattr(task, "retry_policy", None)
-    if policy is not None and isinstance(error, BaseException):
-        decision = policy.evaluate(exception=error, try_number=int(getattr(ti, "try_number", 1) or 1),
-                                   max_tries=int(getattr(ti, "max_tries", 0) or 0), context=None)
-        reason = decision.reason or reason
-        if decision.action == RetryAction.RETRY and decision.retry_delay is not None:
-            override = decision.retry_delay
-        if reason is None and isinstance(policy, PresetRetryPolicy):
-            reason = f"{policy.preset_name}: {type(error).__name__} matched no rule; retrying per the task's retries"
-    if task is None:
-        if override is None:
-            return None, reason
-        return _utc(end + timedelta(seconds=float(override))).isoformat(), reason
-    when = next_retry_at(task, int(getattr(ti, "try_number", 1) or 1), end, logical_date=_logical_date(ti),
-                         delay_override=override, dag_id=getattr(ti, "dag_id", None),
-                         task_id=getattr(ti, "task_id", None))
-    return when.isoformat(), reason
-
-
 # --------------------------------------------------------------------------- in-task retries
 
 
@@ -711,12 +610,8 @@ def _emit_attempt(event: str, name: str, **fields: Any) -> None:
     """One structured log line and one ``retry_attempts`` count per attempt. Never raises."""
     try:
         try:
-            from tasklens.logs import get_logger
-
             logger: Any = get_logger("tasklens.retry")
         except Exception:
-            import structlog
-
             logger = structlog.get_logger("tasklens.retry")
         level = "error" if event == "retry_gave_up" else "warning"
         getattr(logger, level)(event, operation=name, **fields)
@@ -725,8 +620,6 @@ def _emit_attempt(event: str, name: str, **fields: Any) -> None:
     if event != "retry_attempt":
         return
     try:
-        from tasklens import metrics
-
         metrics.incr("retry_attempts", operation=name)
     except Exception:
         log.debug("tasklens could not count a retry attempt of %s", name, exc_info=True)
@@ -779,7 +672,6 @@ def call(
         def fetch(url):
             return requests.get(url, timeout=10).json()
     """
-    import tenacity
 
     where = "tasklens.retry.call"
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:

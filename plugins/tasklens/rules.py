@@ -23,11 +23,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from tasklens import events
 from tasklens.alerts import Alert, AlertKind, Severity, fingerprint
 from tasklens.events import TaskEvent
 from tasklens.exceptions import ConfigError
 from tasklens.ruleset import _TEMPLATE_NAME, METRIC_OPS, Rule, RuleMatch, Ruleset
-from tasklens.text import bounded
+from tasklens.text import bounded, format_duration
 
 __all__ = [
     "Condition",
@@ -183,25 +184,6 @@ def first_line(text: str | None) -> str:
     return ""
 
 
-def format_duration(seconds: float | None) -> str:
-    """``3725`` -> ``"1h 2m 5s"``; sub-minute values keep one decimal."""
-    if seconds is None or math.isnan(seconds):
-        return "unknown"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    whole = round(seconds)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [
-        f"{days}d" if days else "",
-        f"{hours}h" if hours else "",
-        f"{minutes}m" if minutes else "",
-        f"{secs}s" if secs and not days else "",
-    ]
-    return " ".join(p for p in parts if p)
-
-
 def _parse_instant(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -256,9 +238,7 @@ def _bounded(value: Any, depth: int = 0) -> Any:
 
 
 def _redacted(value: Any) -> Any:
-    from tasklens.events import redact
-
-    return redact(value)
+    return events.redact(value)
 
 
 def _base_alert(

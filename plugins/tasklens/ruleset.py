@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, time, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import yaml
 
@@ -319,8 +320,6 @@ def parse_duration(value: Any, *, source: str = "<value>", key: str = "duration"
 def _zone(name: str) -> Any:
     if name.upper() == "UTC":
         return timezone.utc
-    from zoneinfo import ZoneInfo
-
     return ZoneInfo(name)
 
 
@@ -879,12 +878,26 @@ def _parse_retry_policy(reader: _Reader, name: str, raw: Any) -> RetryPolicyRef:
 # --------------------------------------------------------------------------- defaults
 
 
+#: ``(slack_conn_id, smtp_conn_id)`` of the built-in channels when the caller passes none. The ruleset reads no
+#: configuration: :mod:`tasklens.config` passes its ``[tasklens]`` values in with :func:`use_default_conn_ids`.
+def _builtin_conn_ids() -> tuple[str, str]:
+    return "tasklens_slack", "tasklens_smtp"
+
+
+_conn_id_defaults: Callable[[], tuple[str, str]] = _builtin_conn_ids
+
+
+def use_default_conn_ids(defaults: Callable[[], tuple[str, str]]) -> None:
+    """Where the built-in Slack and email channels get their connection ids when none is passed."""
+    global _conn_id_defaults
+    _conn_id_defaults = defaults
+
+
 def _default_conn_ids(slack_conn_id: str | None, smtp_conn_id: str | None) -> dict[str, str]:
     if slack_conn_id is None or smtp_conn_id is None:
-        from tasklens import config
-
-        slack_conn_id = slack_conn_id or config.slack_conn_id()
-        smtp_conn_id = smtp_conn_id or config.smtp_conn_id()
+        default_slack, default_smtp = _conn_id_defaults()
+        slack_conn_id = slack_conn_id or default_slack
+        smtp_conn_id = smtp_conn_id or default_smtp
     return {"slack": slack_conn_id, "email": smtp_conn_id}
 
 

@@ -148,7 +148,7 @@ class SparkJobMetrics:
 
 
 def _config() -> Any:
-    from tasklens import config
+    from tasklens import config  # noqa: PLC0415 - spark-submit ships this module alone; tasklens loads where it is installed
 
     return config
 
@@ -209,7 +209,7 @@ def get_session(
     ``master`` defaults to ``[tasklens] spark_master``; ``conf`` is added to ``[tasklens] spark_conf``.
     A running session is reused whatever its master (Spark allows one per JVM).
     """
-    from pyspark.sql import SparkSession
+    from pyspark.sql import SparkSession  # noqa: PLC0415 - PySpark loads only in the Spark job that uses it
 
     active = SparkSession.getActiveSession()
     if active is not None:
@@ -239,7 +239,7 @@ def get_session(
 
 def stop_session() -> None:
     """Stop the active SparkSession, if any (the next :func:`get_session` starts a fresh one)."""
-    from pyspark.sql import SparkSession
+    from pyspark.sql import SparkSession  # noqa: PLC0415 - PySpark loads only in the Spark job that uses it
 
     active = SparkSession.getActiveSession()
     if active is not None:
@@ -352,7 +352,7 @@ def emit_job_metrics(metrics: SparkJobMetrics, result: JobResult) -> dict[str, f
 
     Runs each emission through :func:`tasklens.pipeline.run_stage`, so monitoring never fails the job.
     """
-    from tasklens import pipeline
+    from tasklens import pipeline  # noqa: PLC0415 - spark-submit ships this module alone; tasklens loads where it is installed
 
     values: dict[str, float] = dict(metrics.gauges())
     for name in ("records_in", "records_out", "records_rejected"):
@@ -362,13 +362,13 @@ def emit_job_metrics(metrics: SparkJobMetrics, result: JobResult) -> dict[str, f
     values.update({k: float(v) for k, v in result.metrics.items()})
 
     def _send() -> None:
-        from tasklens import metrics as tl_metrics
+        from tasklens import metrics as tl_metrics  # noqa: PLC0415 - spark-submit ships this module alone; tasklens loads where it is installed
 
         for name, value in values.items():
             tl_metrics.gauge(name, value)
 
     def _event() -> None:
-        import tasklens
+        import tasklens  # noqa: PLC0415 - spark-submit ships this module alone; tasklens loads where it is installed
 
         tasklens.get_logger().business_event("spark_job_finished", **{**metrics.to_dict(), **values})
 
@@ -393,11 +393,11 @@ def classify_failure(exc: BaseException) -> FailureKind:
     """``fail_fast`` for analysis errors (bad column, missing table: a retry cannot help), ``transient`` for
     executor loss and a vanished driver connection (a retry can), ``other`` for everything else."""
     try:
-        from pyspark.errors import AnalysisException
+        from pyspark.errors import AnalysisException  # noqa: PLC0415 - PySpark loads only in the Spark job that uses it
     except ImportError:  # pragma: no cover - pyspark is a dependency of every caller
         AnalysisException = ()  # type: ignore[assignment,misc]
     try:
-        from py4j.protocol import Py4JNetworkError
+        from py4j.protocol import Py4JNetworkError  # noqa: PLC0415 - PySpark loads only in the Spark job that uses it
     except ImportError:  # pragma: no cover
         Py4JNetworkError = ()
     for error in _chain(exc):
@@ -431,7 +431,7 @@ def resolve_job(job: str | Callable[..., Any]) -> Callable[..., Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Driver program for spark-submit: run one job, write its result and measured metrics as JSON."""
-    from pyspark.sql import SparkSession
+    from pyspark.sql import SparkSession  # noqa: PLC0415 - PySpark loads only in the Spark job that uses it
 
     parser = argparse.ArgumentParser(description="Run a tasklens Spark job under spark-submit")
     parser.add_argument("--job", required=True, help="package.module:function")

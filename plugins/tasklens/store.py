@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection, Engine
 
+from tasklens import config
 from tasklens.alerts import Alert, AlertKind, AlertSnapshot, Delivery, Severity, Status
 from tasklens.exceptions import StoreError, StoreNotReady
 from tasklens.text import bounded as _bounded
@@ -440,9 +441,9 @@ def _insert_or_skip(dialect: str, table: sa.Table) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING for ``table``, built once per dialect and reused."""
     dialect_insert: Any
     if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # noqa: PLC0415 - Alembic and the dialect's insert load only when used
     else:
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert  # noqa: PLC0415 - Alembic and the dialect's insert load only when used
     return dialect_insert(table).on_conflict_do_nothing()
 
 
@@ -563,7 +564,7 @@ class Store:
             self._migrated = True
 
     def _upgrade_locked(self) -> None:
-        from alembic.config import Config
+        from alembic.config import Config  # noqa: PLC0415 - Alembic and the dialect's insert load only when used
 
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
@@ -575,7 +576,7 @@ class Store:
             migrator.dispose()
 
     def _upgrade_with(self, migrator: Store, cfg: Any) -> None:
-        from alembic import command
+        from alembic import command  # noqa: PLC0415 - Alembic and the dialect's insert load only when used
 
         with migrator._write() as conn:
             # One migrator at a time: SQLite's BEGIN IMMEDIATE holds the write lock for this whole transaction;
@@ -1578,7 +1579,6 @@ def get_store(url: str | None = None, *, migrate: bool = False) -> Store:
 
     It is not migrated unless ``migrate`` (the CLI and the api-server's start); writes check the schema instead.
     """
-    from tasklens import config
 
     if url is None:
         url = config.store_url()

@@ -18,9 +18,10 @@ nothing from tasklens.
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import overload
 
-__all__ = ["KEY_HASH_CHARS", "TRUNCATION_MARKER", "bounded", "bounded_tail", "fit_key", "safe_text"]
+__all__ = ["KEY_HASH_CHARS", "TRUNCATION_MARKER", "bounded", "bounded_tail", "fit_key", "format_duration", "safe_text"]
 
 TRUNCATION_MARKER = "…[truncated]"
 #: Hex digits of the hash :func:`fit_key` appends (48 bits: distinct keys do not collide in practice).
@@ -136,3 +137,22 @@ def fit_key(value: object, limit: int) -> str | None:
     keep = max(limit - KEY_HASH_CHARS - len(_KEY_SEPARATOR), 0)
     head = _valid_utf8(raw[: keep + 1])[:keep]  # one spare: a surrogate pair may merge into one character
     return (head + _KEY_SEPARATOR + digest)[-limit:] if limit > 0 else ""
+
+
+def format_duration(seconds: float | None) -> str:
+    """``3725`` -> ``"1h 2m 5s"``; sub-minute values keep one decimal."""
+    if seconds is None or math.isnan(seconds):
+        return "unknown"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [
+        f"{days}d" if days else "",
+        f"{hours}h" if hours else "",
+        f"{minutes}m" if minutes else "",
+        f"{secs}s" if secs and not days else "",
+    ]
+    return " ".join(p for p in parts if p)

@@ -115,7 +115,7 @@ def read_connection(conn_id: str, service: str, how: str) -> Any:
     """Airflow connection ``conn_id``. Any failure to read it is retryable: Airflow reports a secrets backend or
     metadata database outage as "isn't defined", exactly as it reports a missing connection, so tasklens retries
     until ``delivery_max_age_s`` and then falls back. ``how`` says how to create it."""
-    from airflow.sdk import BaseHook  # Airflow's SDK stays out of processes that only read the rules file
+    from airflow.sdk import BaseHook  # noqa: PLC0415 - Airflow's SDK stays out of processes that only read the rules file
 
     try:
         return BaseHook.get_connection(conn_id)

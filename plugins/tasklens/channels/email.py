@@ -19,7 +19,7 @@ from typing import Any
 from airflow.exceptions import AirflowNotFoundException
 from airflow.providers.smtp.hooks.smtp import SmtpHook
 
-from tasklens import config
+from tasklens import config, messages
 from tasklens.alerts import Notification
 from tasklens.exceptions import DeliveryError
 
@@ -77,8 +77,6 @@ class EmailChannel:
         self.from_email = options.get("from_email")
 
     def render(self, notification: Notification) -> tuple[str, str, str]:
-        from tasklens import messages
-
         subject, html, text = messages.render_email(notification, base_url=config.base_url())
         return str(subject), str(html), str(text)
 

@@ -105,8 +105,8 @@ class OpsgenieChannel:
             self._call(api, action, alias, payload, timeout, secrets)
 
     def _api(self) -> tuple[Any, tuple[str | None, ...]]:
-        from airflow.exceptions import AirflowNotFoundException
-        from airflow.providers.opsgenie.hooks.opsgenie import OpsgenieAlertHook
+        from airflow.exceptions import AirflowNotFoundException  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
+        from airflow.providers.opsgenie.hooks.opsgenie import OpsgenieAlertHook  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
 
         try:
             hook = OpsgenieAlertHook(opsgenie_conn_id=self.conn_id)
@@ -137,8 +137,8 @@ class OpsgenieChannel:
         self, api: Any, action: str, alias: str, payload: dict[str, Any], timeout: float,
         secrets: tuple[str | None, ...],
     ) -> None:
-        import tenacity
-        from opsgenie_sdk import AcknowledgeAlertPayload, CloseAlertPayload, CreateAlertPayload
+        import tenacity  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
+        from opsgenie_sdk import AcknowledgeAlertPayload, CloseAlertPayload, CreateAlertPayload  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
 
         # A float _request_timeout is ignored by the SDK; a (connect, read) pair is honoured.
         options = {"_request_timeout": (timeout, timeout)}
@@ -171,7 +171,7 @@ class OpsgenieChannel:
                 _http.answer_or_raise(f"Opsgenie ({action})", status, headers, str(body), secrets=secrets)
             except DeliveryError as error:
                 return error
-        import urllib3
+        import urllib3  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
 
         if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)) or status == 0:
             return DeliveryError(

@@ -54,7 +54,7 @@ class PagerDutyChannel:
 
     def events(self, notification: Notification) -> list[dict[str, Any]]:
         """The Events API v2 events of ``notification``, one per alert, without the routing key."""
-        from airflow.providers.pagerduty.hooks.pagerduty_events import prepare_event_data
+        from airflow.providers.pagerduty.hooks.pagerduty_events import prepare_event_data  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
 
         action = _ACTIONS.get(notification.kind, "trigger")
         parts = plain_parts(notification)
@@ -105,8 +105,8 @@ class PagerDutyChannel:
             _http.post("PagerDuty", url, body, timeout_s=timeout, secrets=(routing_key,))
 
     def _routing_key(self) -> str:
-        from airflow.exceptions import AirflowNotFoundException
-        from airflow.providers.pagerduty.hooks.pagerduty_events import PagerdutyEventsHook
+        from airflow.exceptions import AirflowNotFoundException  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
+        from airflow.providers.pagerduty.hooks.pagerduty_events import PagerdutyEventsHook  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
 
         try:
             return PagerdutyEventsHook(pagerduty_events_conn_id=self.conn_id).integration_key

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from tasklens import config
+from tasklens import config, messages
 from tasklens.alerts import Notification
 from tasklens.exceptions import DeliveryError
 from tasklens.redact import redact
@@ -123,8 +123,6 @@ class SlackChannel:
         self.slack_channel = options.get("channel") or options.get("slack_channel")
 
     def render(self, notification: Notification) -> dict[str, Any]:
-        from tasklens import messages
-
         return dict(messages.render_slack(notification, base_url=config.base_url()))
 
     def send(self, notification: Notification, *, timeout_s: float | None = None) -> None:
@@ -151,7 +149,7 @@ class SlackChannel:
         """The channel's connection. Any failure to read it is retryable: Airflow reports a secrets backend or
         metadata database outage as "isn't defined", exactly as it reports a missing connection, so tasklens
         retries until ``delivery_max_age_s`` and then falls back."""
-        from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+        from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
 
         try:
             return SlackWebhookHook.get_connection(self.conn_id)
@@ -164,7 +162,7 @@ class SlackChannel:
             ) from None
 
     def _client_error(self, exc: Exception, secrets: tuple[str | None, ...]) -> DeliveryError:
-        from airflow.exceptions import AirflowNotFoundException
+        from airflow.exceptions import AirflowNotFoundException  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
 
         # The hook reads the connection again: a failed lookup there is as retryable as in _connection.
         return DeliveryError(
@@ -174,7 +172,7 @@ class SlackChannel:
         )
 
     def _post_webhook(self, body: Mapping[str, Any], timeout: float, secrets: tuple[str | None, ...]) -> None:
-        from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+        from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
 
         try:
             hook = SlackWebhookHook(
@@ -199,8 +197,8 @@ class SlackChannel:
             raise classify_status(response.status_code, response.body, response.headers)
 
     def _post_api(self, body: Mapping[str, Any], timeout: float, secrets: tuple[str | None, ...]) -> None:
-        from airflow.providers.slack.hooks.slack import SlackHook
-        from slack_sdk.errors import SlackApiError
+        from airflow.providers.slack.hooks.slack import SlackHook  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
+        from slack_sdk.errors import SlackApiError  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
 
         if not self.slack_channel:
             raise DeliveryError(

@@ -7,6 +7,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from tasklens import events, pipeline
 from tasklens.api import check_alert_arguments
 
 __all__ = ["AlertOperator"]
@@ -45,8 +46,6 @@ class AlertOperator(BaseOperator):
             check_alert_arguments(severity, template, where=f"AlertOperator {self.task_id!r}")
 
     def execute(self, context: Any) -> None:
-        from tasklens import events, pipeline
-
         severity, template = check_alert_arguments(self.severity, self.template,
                                                    where=f"AlertOperator {self.task_id!r}")
         event = pipeline.run_stage("alerts.context", events.from_context, "running", context, source="worker")

@@ -38,6 +38,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+import tasklens
+from tasklens import config, metrics, pipeline
+from tasklens.spark import get_session
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -132,7 +136,7 @@ class not_null(Check):
         return f"not_null({', '.join(self.columns)})"
 
     def aggregations(self, prefix: str) -> list[Column]:
-        from pyspark.sql import functions as F
+        from pyspark.sql import functions as F  # noqa: PLC0415 - PySpark loads only in the Spark job that uses it
 
         return [F.count(F.col(c)).alias(f"{prefix}{i}") for i, c in enumerate(self.columns)]
 
@@ -163,7 +167,7 @@ class unique(Check):
         return f"unique({', '.join(self.columns)})"
 
     def aggregations(self, prefix: str) -> list[Column]:
-        from pyspark.sql import functions as F
+        from pyspark.sql import functions as F  # noqa: PLC0415 - PySpark loads only in the Spark job that uses it
 
         # count_distinct ignores rows with a null key part; a struct of the parts never is null.
         return [F.count_distinct(F.struct(*[F.col(c) for c in self.columns])).alias(f"{prefix}0")]
@@ -194,7 +198,7 @@ class in_range(Check):
         return f"in_range({self.column}, {self.minimum}, {self.maximum})"
 
     def aggregations(self, prefix: str) -> list[Column]:
-        from pyspark.sql import functions as F
+        from pyspark.sql import functions as F  # noqa: PLC0415 - PySpark loads only in the Spark job that uses it
 
         value = F.col(self.column)
         inside = F.lit(True)
@@ -269,7 +273,7 @@ class fresh(Check):
         return f"fresh({self.column})"
 
     def aggregations(self, prefix: str) -> list[Column]:
-        from pyspark.sql import functions as F
+        from pyspark.sql import functions as F  # noqa: PLC0415 - PySpark loads only in the Spark job that uses it
 
         return [F.max(F.col(self.column)).alias(f"{prefix}max")]
 
@@ -299,7 +303,7 @@ def _as_datetime(value: datetime | date | str) -> datetime:
 
 def run_checks(frame: DataFrame, checks: Sequence[Check], *, previous_rows: int | None = None) -> QualityReport:
     """Evaluate ``checks`` on ``frame`` in one aggregation pass and score them."""
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as F  # noqa: PLC0415 - PySpark loads only in the Spark job that uses it
 
     if not checks:
         raise ValueError("run_checks needs at least one check")
@@ -363,14 +367,11 @@ class DataQualityOperator(BaseOperator):
     def _state_file(self) -> Path:
         if self.state_path:
             return Path(self.state_path)
-        from tasklens import config
 
         dag_id = getattr(self, "dag_id", None) or "adhoc"
         return config.airflow_home() / "tasklens" / "quality" / f"{dag_id}.{self.task_id}.json"
 
     def _frame(self) -> DataFrame:
-        from tasklens.spark import get_session
-
         spark = get_session(f"{getattr(self, 'dag_id', None) or 'adhoc'}.{self.task_id}")
         if self.table_reader is not None:
             return self.table_reader(spark)
@@ -409,17 +410,11 @@ class DataQualityOperator(BaseOperator):
         return report.to_dict()
 
     def _emit(self, report: QualityReport) -> None:
-        from tasklens import pipeline
-
         def _metrics() -> None:
-            from tasklens import metrics
-
             metrics.gauge(self.metric_name, report.score)
             metrics.gauge("data_quality_checks_failed", len(report.failed))
 
         def _event() -> None:
-            import tasklens
-
             tasklens.get_logger().business_event(
                 "data_quality_checked",
                 data_quality_score=report.score,

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from tasklens import config
 from tasklens import spark as tl_spark
 
 if TYPE_CHECKING:
@@ -134,12 +135,10 @@ class SparkJobOperator(BaseOperator):
         return self.app_name or f"{dag_id}.{self.task_id}"
 
     def _connection(self) -> Any | None:
-        from tasklens import config
-
         conn_id = self.conn_id or config.spark_conn_id()
         if not conn_id:
             return None
-        from airflow.sdk import BaseHook
+        from airflow.sdk import BaseHook  # noqa: PLC0415 - PySpark loads only in the Spark job that uses it
 
         return BaseHook.get_connection(conn_id)
 
@@ -174,7 +173,7 @@ class SparkJobOperator(BaseOperator):
     # ----------------------------------------------------------------------------------- spark-submit
 
     def _run_submitted(self, context: Context, connection: Any) -> tuple[tl_spark.JobResult, tl_spark.SparkJobMetrics]:
-        from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+        from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator  # noqa: PLC0415 - PySpark loads only in the Spark job that uses it
 
         if not isinstance(self.job, str):
             raise AirflowFailException(f"{self.task_id}: spark-submit mode needs the job as an import path string")

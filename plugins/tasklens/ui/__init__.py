@@ -22,7 +22,7 @@ TI_TAB_PATH = f"{URL_PREFIX}/ti"
 
 def fastapi_apps() -> list[dict[str, Any]]:
     """The plugin's ``fastapi_apps`` entry (one app at :data:`URL_PREFIX`)."""
-    from tasklens.ui.app import get_app
+    from tasklens.ui.app import get_app  # noqa: PLC0415 - FastAPI loads only in the api-server
 
     return [{"app": get_app(), "url_prefix": URL_PREFIX, "name": "tasklens"}]
 

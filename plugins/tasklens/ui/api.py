@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from airflow.api_fastapi.core_api.security import GetUserDep
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, Field
 
+from tasklens.channels import mirrors_acknowledge
+from tasklens.store import get_store
 from tasklens.ui import auth, queries
 
 __all__ = ["router"]
@@ -133,7 +136,6 @@ class ActionBody(BaseModel):
 
 def airflow_log_path(alert: dict[str, Any]) -> str | None:
     """Path of an alert's attempt (its log tab) in the Airflow UI, relative to Airflow's base URL."""
-    from urllib.parse import quote
 
     if not alert.get("task_id") or not alert.get("run_id") or alert.get("run_id") == "unknown":
         return None
@@ -156,8 +158,6 @@ def _with_links(alert: dict[str, Any]) -> dict[str, Any]:
 
 
 def _store() -> Any:
-    from tasklens.store import get_store
-
     return get_store()
 
 
@@ -236,8 +236,6 @@ def _act(request: Request, user: Any, alert_id: int, action: str, **kwargs: Any)
 def acknowledge(
     request: Request, user: GetUserDep, alert_id: Annotated[int, Path(ge=1)], body: ActionBody
 ) -> dict[str, Any]:
-    from tasklens.channels import mirrors_acknowledge
-
     return _act(request, user, alert_id, "acknowledge", mirror_to=mirrors_acknowledge)
 
 

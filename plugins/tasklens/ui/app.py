@@ -15,6 +15,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from tasklens import config, configcheck, dispatch, pipeline, reconcile
+from tasklens.store import get_store
+
 __all__ = ["create_app", "get_app", "health", "install_routes", "is_authenticated"]
 
 log = logging.getLogger(__name__)
@@ -31,21 +34,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     started = False
     try:
         # The api-server is where the store is migrated: never a task, the scheduler or the dag-processor.
-        from tasklens.store import get_store
 
         get_store(migrate=True)
     except Exception:  # writers spool until a migration succeeds; /tasklens/health says so
         log.warning("tasklens: the alert store could not be migrated; run `tasklens db upgrade`", exc_info=True)
     try:
         # Bad configuration is reported from here (health, Alerts page banner, one alert per error).
-        from tasklens import configcheck
 
         configcheck.start_background_checker()
     except Exception:
         log.warning("tasklens: the configuration checker did not start", exc_info=True)
     try:
-        from tasklens import config, dispatch, pipeline
-
         if config.dispatcher_enabled():
             started = dispatch.start_background_dispatcher(
                 on_pass=functools.partial(pipeline.run_stage, "spool.ingest", pipeline.ingest_spool)
@@ -54,7 +53,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.warning("tasklens: the background dispatcher did not start", exc_info=True)
     try:
         # Killed-task reconciler: the api-server may read Airflow's metadata DB, task processes may not.
-        from tasklens import reconcile
 
         reconcile.start_background_reconciler()
     except Exception:
@@ -62,13 +60,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        from tasklens import configcheck, reconcile
-
         configcheck.stop_background_checker()
         reconcile.stop_background_reconciler()
         if started:
-            from tasklens import dispatch
-
             dispatch.stop_background_dispatcher()
 
 
@@ -88,12 +82,9 @@ def health(*, details: bool = True) -> tuple[int, dict[str, Any]]:
     Reveals no alert content: counts, timestamps, channel names and the first line of errors only. Without
     ``details`` (an unauthenticated caller) the body is ``{"status": ...}`` only; the HTTP code is the same.
     """
-    from tasklens import config, configcheck, dispatch
 
     body: dict[str, Any] = {"status": "ok"}
     try:
-        from tasklens.store import get_store
-
         stats = get_store().outbox_stats()
         body["store"] = {"reachable": True}
         body["outbox"] = {"pending": stats["pending"], "by_state": stats["by_state"]}
@@ -140,7 +131,7 @@ async def is_authenticated(request: Request) -> bool:
     """Whether the request carries a valid Airflow credential (Bearer token or the UI's ``_token`` cookie),
     decided by Airflow's own ``get_user``; never raises."""
     # Airflow's API security module takes ~2 s to import: only the api-server, on the first health call, pays it.
-    from airflow.api_fastapi.core_api import security
+    from airflow.api_fastapi.core_api import security  # noqa: PLC0415 - see above
 
     try:
         credentials = await security.bearer_scheme(request)
@@ -160,10 +151,11 @@ def _wants_html(request: Request) -> bool:
 
 def install_routes(app: FastAPI) -> None:
     """Add the API and page routers (they import Airflow's API security module, ~2 s: api-server only)."""
+    from tasklens.ui.api import router as api_router  # noqa: PLC0415 - Airflow's API security module (~2 s) loads only in the api-server
+    from tasklens.ui.pages import router as pages_router  # noqa: PLC0415 - Airflow's API security module (~2 s) loads only in the api-server
+
     if getattr(app.state, "tasklens_routes", False):
         return
-    from tasklens.ui.api import router as api_router
-    from tasklens.ui.pages import router as pages_router
 
     app.include_router(api_router)
     app.include_router(pages_router)
@@ -194,7 +186,7 @@ def create_app(*, lazy: bool = False) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         if _wants_html(request):
-            from tasklens.ui.pages import render_error
+            from tasklens.ui.pages import render_error  # noqa: PLC0415 - Airflow's API security module (~2 s) loads only in the api-server
 
             return HTMLResponse(render_error(request, exc.status_code, str(exc.detail)), status_code=exc.status_code)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request, status
 
+from tasklens import config
+
 if TYPE_CHECKING:
     from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 
@@ -30,7 +32,7 @@ CSRF_HEADER = "X-Tasklens-Request"
 
 
 def _auth_manager() -> Any:
-    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.app import get_auth_manager  # noqa: PLC0415 - Airflow's API-server app loads only when a request needs it
 
     return get_auth_manager()
 
@@ -42,8 +44,8 @@ def readable_dag_ids(user: BaseUser, method: str = "GET") -> set[str]:
 
 def require_dag_access(request: Request, user: BaseUser, dag_id: str, method: str) -> None:
     """Raise 403 unless ``user`` may ``method`` the task instances of ``dag_id``."""
-    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
-    from airflow.api_fastapi.core_api.security import requires_access_dag
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity  # noqa: PLC0415 - Airflow's API-server app loads only when a request needs it
+    from airflow.api_fastapi.core_api.security import requires_access_dag  # noqa: PLC0415 - Airflow's API-server app loads only when a request needs it
 
     requires_access_dag(method, DagAccessEntity.TASK_INSTANCE, param_dag_id=dag_id)(request, user)  # type: ignore[arg-type]
 
@@ -75,8 +77,6 @@ def _own_hosts(request: Request) -> set[str]:
     # Host only, not scheme: behind a TLS-terminating proxy the api-server sees http while the browser says https.
     hosts = {urlsplit(str(request.base_url)).netloc}
     try:
-        from tasklens import config
-
         hosts.add(urlsplit(config.base_url()).netloc)
     except Exception:  # noqa: S110 - an unreadable base_url only narrows what is accepted
         pass

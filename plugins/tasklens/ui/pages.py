@@ -19,6 +19,8 @@ from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_da
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from tasklens import configcheck
+from tasklens.store import get_store
 from tasklens.ui import auth, queries
 from tasklens.ui.api import airflow_log_path
 
@@ -70,7 +72,7 @@ def _first_line(text: Any, limit: int) -> str:
 
 
 def _airflow_root() -> str:
-    from airflow.api_fastapi.app import API_ROOT_PATH
+    from airflow.api_fastapi.app import API_ROOT_PATH  # noqa: PLC0415 - Airflow's API-server app loads only when a request needs it
 
     return API_ROOT_PATH if API_ROOT_PATH.endswith("/") else API_ROOT_PATH + "/"
 
@@ -134,8 +136,6 @@ def _chart(series: list[dict[str, Any]], *, width: int = 840, height: int = 120)
 
 
 def _store() -> Any:
-    from tasklens.store import get_store
-
     return get_store()
 
 
@@ -205,7 +205,6 @@ def alerts_page(
 
 def _config_errors() -> list[dict[str, str]]:
     """The configuration errors tasklens works around, for the Alerts page banner."""
-    from tasklens import configcheck
 
     try:
         return configcheck.problem_views(configcheck.current_problems())
