@@ -17,6 +17,7 @@ Prints the medians, the extra milliseconds per task process, and ``executor over
 from __future__ import annotations
 
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -111,8 +112,14 @@ def main(rounds: int) -> None:
                 print(f"round {number + 1}: without {results['without'][-1][0]:.2f} s, "
                       f"with {results['with'][-1][0]:.2f} s", flush=True)
         finally:
-            for stack in stacks.values():
+            for variant, stack in stacks.items():
                 stack.stop()
+                kept = REPO / ".airflow" / "bench" / "executor-logs" / variant
+                shutil.rmtree(kept, ignore_errors=True)
+                shutil.copytree(stack.home / "component-logs", kept)  # for a look after the run
+                cleaned = stack.component_log("scheduler").count("Process exited with open sockets")
+                print(f"{variant}: {cleaned} task processes waited out the supervisor's socket cleanup "
+                      f"(logs kept in {kept})")
             statsd.close()
         run_s = {v: statistics.median(r[0] for r in results[v]) for v in results}
         life = {v: statistics.median(x for r in results[v] for x in r[2]) for v in results}
