@@ -154,7 +154,8 @@ def test_retry_callback_past_the_overtime_is_a_retry_not_a_kill(stack, slack):
 
 
 def test_failed_store_write_is_a_failure_alert_with_its_exception(stack, slack):
-    """The task's store write fails: one critical failure alert with the task's own exception, reported lost."""
+    """The task's store write fails and so does its spool: one critical failure alert with the task's own exception
+    (from its log), reported lost, never called a kill."""
     run_id = stack.trigger("tl_store_write_fails")
     assert stack.wait_for_run("tl_store_write_fails", run_id, timeout=120) == "failed"
     _wait(lambda: _slack_texts_for(slack, "tl_store_write_fails"), 60, "no Slack message for the failure")

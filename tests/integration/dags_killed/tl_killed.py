@@ -77,14 +77,19 @@ slow_retry_callback()
 def store_write_fails():
     @task
     def fails_while_the_store_is_down() -> None:
-        # The alert store refuses writes in this task process only (as when its database is unreachable).
-        from tasklens import store
+        # The alert store refuses writes in this task process only (as when its database is unreachable), and so
+        # does the local spool (as on a worker whose disk is full, or whose spool the api-server cannot see).
+        from tasklens import spool, store
         from tasklens.exceptions import StoreError
 
         def refuse(*args, **kwargs):
             raise StoreError("could not write to the tasklens store: connection refused")
 
+        def disk_full(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
         store.Store.record = refuse
+        spool.Spool.append = disk_full
         raise ValueError("the load failed while the store was down")
 
     fails_while_the_store_is_down()
