@@ -287,7 +287,7 @@ def concurrent_escalations_on_postgresql(postgres: PostgresServer | None = None,
             stores[0].record([(make_alert(task_id=needle), [route])])
         outcome.failures_injected = alerts
         outcome.alerts_stored = len(stores[0].list_alerts())
-        time.sleep(1.2)  # every alert is now past its escalate_after (on the database's clock)
+        time.sleep(1.2)  # every alert is now past its escalate_after
         started = time.monotonic()
         workers = [Dispatcher(s, settings=DispatcherSettings(backoff_jitter_s=0.0), channel_config=configs,
                               worker=f"d{n}") for n, s in enumerate(stores)]
