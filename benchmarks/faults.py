@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import os
 import sys
 import tempfile
 import traceback
@@ -210,13 +211,28 @@ def main(argv: list[str] | None = None) -> int:
     faults = select(FAULTS, only, args.skip_stack)
     if not faults:
         parser.error("no fault selected")
-    with _workdir() as root:
+    with _workdir() as root, _stdout_to_stderr():
         results = run_all(faults, root)
     results.sort(key=lambda pair: pair[0].number)
     rows = [dataclasses.replace(o, fault=f"{f.number}. {o.fault}") for f, o in results]
     print(markdown_table(rows))
     print(f"faults survived: {sum(o.survived for o in rows)} of {len(rows)}")
     return 0 if all(o.survived for o in rows) else 1
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """File descriptor 1 on stderr for the block: Airflow's log handler holds the original stdout stream, and the
+    table should stand alone on stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 @contextlib.contextmanager
