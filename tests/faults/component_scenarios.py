@@ -9,8 +9,9 @@ task processes where a process boundary is the point (SIGKILL, "no network call 
 Where only time stands between the fault and its outcome (a Retry-After of 300 s, an escalation after 30 minutes,
 40 days of retention), the dispatcher's clock is a fake that the scenario moves forward; those scenarios say so and
 report no wall-clock times. The columns mean here: ``failures_injected`` alerts pushed through the fault,
-``tasks_changed`` ``None`` (no task is involved) except where a task's process runs, ``worst_added_s`` how long the
-alert stage held a task's process, ``time_to_alert_s`` from the end of the fault to the last expected message.
+``tasks_changed`` ``None`` (no Airflow task instance is involved: where a task's process is the point, it is the
+listener's call in a fresh interpreter), ``worst_added_s`` how long the alert stage held the task's process,
+``time_to_alert_s`` from the end of the fault to the last expected message.
 """
 
 from __future__ import annotations
@@ -848,7 +849,7 @@ def no_inline_delivery() -> FaultOutcome:
     """Fault 20: a task's process reports a failure (the worker listener, in its own interpreter) while Slack is up:
     it opens no socket, imports no delivery code, and Slack gets nothing until a dispatcher runs, which then posts
     the alert once."""
-    outcome = FaultOutcome("failing task's process makes no network call", tasks_changed=0)
+    outcome = FaultOutcome("failing task's process makes no network call", tasks_changed=None)
     with _scratch("inline") as tmp, SlackSink() as sink:
         (tmp / "rules.yml").write_text(INLINE_RULES, encoding="utf-8")
         variables = {
