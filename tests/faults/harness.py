@@ -156,7 +156,11 @@ class StallingProxy:
             client, _ = self._listener.accept()
         except BlockingIOError:
             return
-        upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=10)
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=10)
+        except OSError:  # the server is stopped: the client's connection closes, and the proxy keeps serving
+            client.close()
+            return
         for one, other in ((client, upstream), (upstream, client)):
             one.setblocking(True)
             self._pairs[one] = other
