@@ -44,7 +44,8 @@ class Resources:
     """What the scenarios need, started on first use and kept until :meth:`release` of its group (or the end).
 
     Shared by every group: the Slack sink, the PID markers directory, the StatsD sink, a PostgreSQL server for the
-    component scenarios. Groups: ``sqlite`` (stack), ``postgres`` (server, proxy, stack).
+    component scenarios. Groups: ``sqlite`` (stack), ``postgres-stopped`` and ``postgres-stalled`` (server, proxy,
+    stack each: a store that kept the first variant's open alerts would fold the second's failures into them).
     """
 
     def __init__(self, root: Path) -> None:
@@ -105,25 +106,31 @@ class Resources:
 
         return self._get("sqlite.stack", "sqlite", start)
 
-    # -- group "postgres" --
-    def postgres(self) -> PostgresServer:
+    # -- groups "postgres-*" --
+    def postgres(self, group: str) -> PostgresServer:
         def start(stack: contextlib.ExitStack) -> PostgresServer:
             server = stack.enter_context(PostgresServer())
             server.create_database("tasklens")
             return server
 
-        return self._get("postgres.server", "postgres", start)
+        return self._get(f"{group}.server", group, start)
 
-    def postgres_proxy(self) -> StallingProxy:
-        return self._get("postgres.proxy", "postgres", lambda s: s.enter_context(StallingProxy(self.postgres().port)))
+    def postgres_proxy(self, group: str) -> StallingProxy:
+        return self._get(f"{group}.proxy", group,
+                         lambda s: s.enter_context(StallingProxy(self.postgres(group).port)))
 
-    def postgres_stack(self) -> AirflowStack:
+    def postgres_stack(self, group: str) -> AirflowStack:
         def start(stack: contextlib.ExitStack) -> AirflowStack:
-            store_url = f"postgresql+psycopg2://pgadmin@127.0.0.1:{self.postgres_proxy().port}/tasklens"
+            store_url = f"postgresql+psycopg2://pgadmin@127.0.0.1:{self.postgres_proxy(group).port}/tasklens"
             env = scenarios.stack_env(self.slack(), self.markers(), {"AIRFLOW__TASKLENS__STORE_URL": store_url})
-            return stack.enter_context(AirflowStack(self.root / "faults-postgres", scenarios.DAGS, env))
+            return stack.enter_context(AirflowStack(self.root / f"faults-{group}", scenarios.DAGS, env))
 
-        return self._get("postgres.stack", "postgres", start)
+        return self._get(f"{group}.stack", group, start)
+
+    def postgres_unreachable(self, mode: str) -> FaultOutcome:
+        group = f"postgres-{mode}"
+        return scenarios.postgres_store_unreachable(self.postgres_stack(group), self.slack(), self.postgres(group),
+                                                    self.postgres_proxy(group), mode=mode)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,12 +157,8 @@ FAULTS: list[Fault] = [
     Fault(3, "scheduler and dag-processor reports, store locked",
           lambda r: scenarios.scheduler_path_with_store_locked(r.sqlite_stack(), r.slack(), r.markers(), r.statsd()),
           group="sqlite"),
-    Fault(2, "PostgreSQL store stopped",
-          lambda r: scenarios.postgres_store_unreachable(r.postgres_stack(), r.slack(), r.postgres(),
-                                                         r.postgres_proxy(), mode="stopped"), group="postgres"),
-    Fault(2, "PostgreSQL store not answering",
-          lambda r: scenarios.postgres_store_unreachable(r.postgres_stack(), r.slack(), r.postgres(),
-                                                         r.postgres_proxy(), mode="stalled"), group="postgres"),
+    Fault(2, "PostgreSQL store stopped", lambda r: r.postgres_unreachable("stopped"), group="postgres-stopped"),
+    Fault(2, "PostgreSQL store not answering", lambda r: r.postgres_unreachable("stalled"), group="postgres-stalled"),
     Fault(4, "store schema older than tasklens",
           lambda r: scenarios.old_schema_until_api_server_starts(r.root / "faults-old-schema", r.slack(),
                                                                   r.markers()), group="fresh-home"),
