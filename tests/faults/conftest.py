@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import count
+
 import pytest
 
 from tests.faults.harness import StallingProxy
@@ -42,10 +44,12 @@ def sqlite_stack(tmp_path_factory, slack, markers, statsd):
         yield stack
 
 
+_databases = count()
+
+
 @pytest.fixture(scope="module")
 def postgres():
     with PostgresServer() as server:
-        server.create_database("tasklens")
         yield server
 
 
@@ -55,10 +59,15 @@ def postgres_proxy(postgres):
         yield proxy
 
 
-@pytest.fixture(scope="module")
-def postgres_stack(tmp_path_factory, slack, markers, postgres_proxy):
-    """A stack whose tasklens store is PostgreSQL, reached through a proxy that can stop answering."""
-    store_url = f"postgresql+psycopg2://pgadmin@127.0.0.1:{postgres_proxy.port}/tasklens"
+@pytest.fixture
+def postgres_stack(tmp_path_factory, slack, markers, postgres, postgres_proxy):
+    """A stack whose tasklens store is a fresh PostgreSQL database, reached through a proxy that can stop answering.
+
+    One per test: a store that kept the previous test's open alerts would fold this test's failures into them (one
+    more occurrence, no new message)."""
+    database = f"tasklens_{next(_databases)}"
+    postgres.create_database(database)
+    store_url = f"postgresql+psycopg2://pgadmin@127.0.0.1:{postgres_proxy.port}/{database}"
     env = stack_env(slack, markers, {"AIRFLOW__TASKLENS__STORE_URL": store_url})
     with AirflowStack(tmp_path_factory.mktemp("faults-postgres"), DAGS, env) as stack:
         yield stack

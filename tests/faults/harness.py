@@ -7,6 +7,7 @@ still accepts the connection, nothing answers), bound to 127.0.0.1 and stopped b
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ class FaultOutcome:
     alerts_stored: int = 0
     messages_delivered: int = 0
     duplicates: int = 0
-    tasks_changed: int = 0
+    tasks_changed: int | None = 0  # None: no task is involved in the fault (shown as "-")
     worst_added_s: float | None = None  # longest time tasklens held a task (or the scheduler) on the faulty path
     time_to_alert_s: float | None = None  # from the end of the fault to the last expected message
     violations: list[str] = dataclasses.field(default_factory=list)
@@ -53,7 +54,8 @@ class FaultOutcome:
 
         return [
             self.fault, str(self.failures_injected), str(self.alerts_stored), str(self.messages_delivered),
-            str(self.duplicates), str(self.tasks_changed), seconds(self.worst_added_s), seconds(self.time_to_alert_s),
+            str(self.duplicates), "-" if self.tasks_changed is None else str(self.tasks_changed),
+            seconds(self.worst_added_s), seconds(self.time_to_alert_s),
             "yes" if self.survived else "NO: " + "; ".join(self.violations),
         ]
 
@@ -154,7 +156,11 @@ class StallingProxy:
             client, _ = self._listener.accept()
         except BlockingIOError:
             return
-        upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=10)
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=10)
+        except OSError:  # the server is stopped: the client's connection closes, and the proxy keeps serving
+            client.close()
+            return
         for one, other in ((client, upstream), (upstream, client)):
             one.setblocking(True)
             self._pairs[one] = other
@@ -211,3 +217,38 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
 
 def messages_naming(texts: Iterable[str], needle: str) -> int:
     return sum(1 for text in texts if needle in text)
+
+
+@contextlib.contextmanager
+def environment(variables: Mapping[str, str]) -> Iterator[None]:
+    """``variables`` set in ``os.environ`` (Airflow connections, ``[tasklens]`` keys) for the block, then restored;
+    tasklens's cached configuration and stores are dropped on the way in and out so they follow."""
+    from tasklens import config
+    from tasklens.store import reset_stores
+
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    config.reset()
+    reset_stores()
+    try:
+        yield
+    finally:
+        reset_stores()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        config.reset()
+
+
+def count_per_needle(texts: Iterable[str], needles: Mapping[str, str], outcome: FaultOutcome,
+                     *, expected: int = 1) -> None:
+    """Each needle must be named by exactly ``expected`` messages: fewer is a lost alert, more a duplicate (both
+    violations; the extra messages are added to the duplicates)."""
+    texts = list(texts)
+    for label, needle in needles.items():
+        seen = messages_naming(texts, needle)
+        outcome.expect(seen >= expected, f"{seen} of {expected} messages name {label}")
+        outcome.expect(seen <= expected, f"{label} was sent {seen} times, not {expected}")
+        outcome.duplicates += max(0, seen - expected)
