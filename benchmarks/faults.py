@@ -2,16 +2,17 @@
 
 Faults 1-4 run against real Airflow stacks (scheduler, dag-processor, api-server; ``tests/faults/scenarios.py``),
 built here as ``tests/faults/conftest.py`` builds them, once per group (the SQLite stack for 1 and 3, the PostgreSQL
-stack for both variants of 2, a fresh home for 4), each stopped as soon as no later fault needs it. The others run
-against real components (``tests/faults/component_scenarios.py``) and take seconds. Prints the markdown table, then
-``faults survived: N of M`` last.
+stack for each variant of 2, a fresh home for 4, the killed-task DAGs for 7), each stopped as soon as no later fault
+needs it. Faults 5, 6 and 19 run ``airflow dags test`` in isolated homes, 16 the real stages
+(``tests/faults/run_scenarios.py``); 8-15, 18 and 20 real components (``tests/faults/component_scenarios.py``); 17
+``benchmarks/reconcile_scale.py`` on a real PostgreSQL metadata DB of 1,000,000 task instances. Prints the markdown
+table, then ``faults survived: N of M`` last.
 
-    python benchmarks/faults.py                  # everything (the stack faults take several minutes)
-    python benchmarks/faults.py --skip-stack     # faults 8-15, 18, 20 only
+    python benchmarks/faults.py                  # everything (about 20 minutes)
+    python benchmarks/faults.py --skip-stack     # faults 5, 6, 8-20 without an Airflow stack
     python benchmarks/faults.py --only 1,8,11
 
-A fault being fixed elsewhere joins with one line in :data:`FAULTS`, e.g.
-``Fault(5, "rules file broken", lambda run: my_scenarios.broken_rules_file())``.
+A new fault joins with one line in :data:`FAULTS`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import subprocess
 import sys
 import tempfile
 import traceback
@@ -32,6 +34,7 @@ sys.path[:0] = [str(REPO / "plugins"), str(REPO / "include"), str(REPO)]
 
 import tests.conftest  # noqa: E402,F401 - the tests' isolated AIRFLOW_HOME and paths, set before Airflow is imported
 from tests.faults import component_scenarios as components  # noqa: E402
+from tests.faults import run_scenarios as runs  # noqa: E402
 from tests.faults import scenarios  # noqa: E402
 from tests.faults.harness import FaultOutcome, StallingProxy, markdown_table  # noqa: E402
 from tests.integration.observability import StatsdSink  # noqa: E402
@@ -127,10 +130,40 @@ class Resources:
 
         return self._get(f"{group}.stack", group, start)
 
+    # -- group "killed" --
+    def killed_stack(self) -> AirflowStack:
+        def start(stack: contextlib.ExitStack) -> AirflowStack:
+            env = {"AIRFLOW_CONN_TASKLENS_SLACK": self.slack().conn_uri(), "TASKLENS_TEST_MARKERS": str(self.markers()),
+                   "AIRFLOW__TASKLENS__DISPATCH_INTERVAL_S": "0.5"}  # the reconciler at its defaults
+            return stack.enter_context(AirflowStack(self.root / "faults-killed", runs.KILLED_DAGS, env))
+
+        return self._get("killed.stack", "killed", start)
+
     def postgres_unreachable(self, mode: str) -> FaultOutcome:
         group = f"postgres-{mode}"
         return scenarios.postgres_store_unreachable(self.postgres_stack(group), self.slack(), self.postgres(group),
                                                     self.postgres_proxy(group), mode=mode)
+
+
+#: Fault 17's target: one reconciler pass over a 1,000,000-task-instance metadata DB.
+RECONCILE_TARGET_MS = 50.0
+
+
+def reconciler_at_scale() -> FaultOutcome:
+    """Fault 17: ``benchmarks/reconcile_scale.py`` (a real PostgreSQL Airflow metadata DB with 1,000,000 task
+    instances): one pass of the api-server's checks, median of interleaved rounds, against the 50 ms target."""
+    outcome = FaultOutcome("reconciler at scale", tasks_changed=None)
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "reconcile_scale.py"), "1000000", "7"],
+                          capture_output=True, text=True, timeout=3600, check=False)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("reconcile pass ms:")), None)
+    if line is None:
+        outcome.violations.append(f"reconcile_scale.py failed: {(done.stdout + done.stderr)[-500:]}")
+        return outcome
+    pass_ms = float(line.split(":")[1])
+    outcome.worst_added_s = pass_ms / 1000
+    outcome.fault = f"reconciler at scale (1,000,000 TIs): {pass_ms:.1f} ms per pass"
+    outcome.expect(pass_ms <= RECONCILE_TARGET_MS, f"{pass_ms:.1f} ms per pass, over {RECONCILE_TARGET_MS:.0f} ms")
+    return outcome
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +195,10 @@ FAULTS: list[Fault] = [
     Fault(4, "store schema older than tasklens",
           lambda r: scenarios.old_schema_until_api_server_starts(r.root / "faults-old-schema", r.slack(),
                                                                   r.markers()), group="fresh-home"),
-    # Faults 5, 6, 7 go here, one line each.
+    Fault(5, "bad rules file deployed while DAGs run", lambda r: runs.bad_rules_files()),
+    Fault(6, "installing tasklens changes no task", lambda r: runs.example_dags_with_and_without_tasklens()),
+    Fault(7, "slow or failed report is never a kill",
+          lambda r: runs.slow_or_lost_reports(r.killed_stack(), r.slack()), group="killed"),
     Fault(8, "dispatcher lease expires mid-pass", lambda r: components.lease_expires_mid_pass()),
     Fault(9, "dispatcher SIGKILLed between send and mark",
           lambda r: components.dispatcher_killed_between_send_and_mark()),
@@ -174,9 +210,10 @@ FAULTS: list[Fault] = [
     Fault(14, "long non-ASCII ids (PostgreSQL)",
           lambda r: components.long_non_ascii_ids_on_postgresql(r.component_postgres())),
     Fault(15, "hostile exceptions", lambda r: components.hostile_exceptions()),
-    # Faults 16 and 17 go here, one line each.
+    Fault(16, "one attempt reported by several processes", lambda r: runs.one_attempt_many_reporters()),
+    Fault(17, "reconciler on 1,000,000 task instances (PostgreSQL)", lambda r: reconciler_at_scale()),
     Fault(18, "resolve and escalation edge cases", lambda r: components.resolve_and_escalation_edge_cases()),
-    # Fault 19 goes here.
+    Fault(19, "explicit calls with bad input fail loudly", lambda r: runs.explicit_calls_with_bad_input()),
     Fault(20, "no inline delivery from a task's process", lambda r: components.no_inline_delivery()),
 ]
 
