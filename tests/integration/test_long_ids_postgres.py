@@ -53,7 +53,7 @@ def alert_stage(postgres_server: PostgresServer, tmp_path: Path, monkeypatch: py
     config.reset()
     reset_stores()
     pipeline.ERROR_COUNTS.clear()
-    yield get_store()
+    yield get_store(migrate=True)  # as `tasklens db upgrade` would
     reset_stores()
     config.reset()
 

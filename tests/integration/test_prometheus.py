@@ -50,10 +50,10 @@ def test_promtool_accepts_the_shipped_config() -> None:
 
 
 def test_promtool_accepts_the_shipped_rules() -> None:
-    """``promtool check rules`` passes on prometheus_rules.yml and finds its four alerts."""
+    """``promtool check rules`` passes on prometheus_rules.yml and finds its five alerts."""
     result = _promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 rules found" in result.stdout
+    assert "5 rules found" in result.stdout
 
 
 def test_shipped_rule_unit_tests_pass() -> None:
@@ -204,7 +204,7 @@ def live_prometheus(tmp_path: Path) -> Iterator[tuple[str, _Exporter]]:
 
 def test_real_prometheus_scrapes_the_exporter_and_fires_a_rule(live_prometheus: tuple[str, _Exporter]) -> None:
     """A real Prometheus running the shipped config scrapes the exporter target, keeps the dotted/dashed task labels,
-    loads all four shipped rules and fires TasklensInternalErrors once the error counter grows."""
+    loads all five shipped rules and fires TasklensInternalErrors once the error counter grows."""
     url, exporter = live_prometheus
 
     def targets_up() -> list[dict[str, Any]]:
@@ -235,6 +235,7 @@ def test_real_prometheus_scrapes_the_exporter_and_fires_a_rule(live_prometheus: 
     groups = _get(f"{url}/api/v1/rules")["data"]["groups"]
     loaded = {rule["name"]: rule["health"] for group in groups for rule in group["rules"]}
     assert loaded == {
+        "TasklensConfigErrors": "ok",
         "TasklensTaskFailureRateHigh": "ok",
         "TasklensTaskDurationHigh": "ok",
         "TasklensNoRecentSuccess": "ok",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tasklens.store import Store
-from tests.integration.stack import dags_test
+from tests.integration.stack import airflow_env, dags_test
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +44,8 @@ def test_fail_fast_validation_error_runs_exactly_one_attempt(tmp_path):
 
 def test_transient_error_then_success_reports_the_retry_time_and_resolves(tmp_path):
     """A connection reset then success: up_for_retry carries next_retry_at and the reason; Airflow retried no
-    earlier than that time; the retry alert is a warning resolved by the success, and nothing is critical."""
+    earlier than that time; the retry alert is a warning, nothing is critical, and the api-server's check (here one
+    `tasklens reconcile --once` pass over this home's metadata DB) resolves it from the success."""
     home = tmp_path / "home"
     dags_test("tl_retry_transient", home=home, dags_folder=DAGS, env=QUIET)
     assert _worker_events(home, "tl_retry_transient") == [
@@ -58,6 +61,11 @@ def test_transient_error_then_success_reports_the_retry_time_and_resolves(tmp_pa
     assert datetime.fromisoformat(second["start_date"]) >= next_retry_at
 
     store = Store(f"sqlite:///{home / 'tasklens.db'}")
+    alerts = store.list_alerts()
+    assert [(a["rule"], a["severity"], a["status"]) for a in alerts] == [("task_retry", "warning", "open")]
+    done = subprocess.run([sys.executable, "-m", "tasklens", "reconcile", "--once"],
+                          env=airflow_env(home, DAGS, QUIET), capture_output=True, text=True, timeout=300)
+    assert "1 successes settled" in done.stdout, done.stdout + done.stderr
     alerts = store.list_alerts()
     store.dispose()
     assert [(a["rule"], a["severity"], a["status"]) for a in alerts] == [("task_retry", "warning", "resolved")]
