@@ -517,8 +517,9 @@ def no_secret_in_errors() -> FaultOutcome:
         errors = [error or "" for error in json.loads(outputs["deliveries' last_error"])]
         outcome.expect(all("unusable webhook URL" in e for e in errors),
                        f"the errors do not say what is wrong: {errors}")
-        outcome.expect(health.status_code == 200 and "leaky" in health.text,
-                       f"/tasklens/health answered {health.status_code} without the channels' errors")
+        # Anonymous callers get the status only (details need Airflow's auth: tests/unit/test_ui_app.py).
+        outcome.expect(health.status_code in (200, 503) and set(health.json()) == {"status"},
+                       f"anonymous /tasklens/health answered {health.status_code} with more than its status")
     return outcome
 
 
@@ -838,7 +839,9 @@ except ValueError as exc:
     started = time.monotonic()
     listener.on_task_instance_failed(previous_state="running", task_instance=ti, error=exc)
     held = time.monotonic() - started
-delivery_modules = sorted(m for m in sys.modules if m.startswith(("tasklens.dispatch", "tasklens.channels"))
+# The channel registry (tasklens.channels itself: type names and options, no provider code) is read by the rules;
+# the modules that send (tasklens.dispatch, tasklens.channels.<type>) must stay out of a task process.
+delivery_modules = sorted(m for m in sys.modules if m.startswith(("tasklens.dispatch", "tasklens.channels."))
                           or m in ("slack_sdk", "smtplib"))
 print(json.dumps({"network": network, "modules": delivery_modules, "held_s": held}))
 """
