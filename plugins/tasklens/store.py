@@ -1086,16 +1086,16 @@ class Store:
 
     def release(self, ids: Sequence[int], *, token: str, next_attempt_at: datetime) -> MarkResult:
         """Give claimed deliveries back untried (rate limit, ordering): no attempt is counted."""
+        return self._update_owned(ids, token, claimed_by=None, claimed_until=None, next_attempt_at=next_attempt_at)
+
+    def _update_owned(self, ids: Sequence[int], token: str, **values: Any) -> MarkResult:
+        """Set ``values`` on the rows of ``ids`` this dispatcher (``token``) still owns; others are reported lost."""
         if not ids:
             return MarkResult()
         with self._write() as conn:
             owned = self._owned(conn, ids, token)
             if owned:
-                conn.execute(
-                    deliveries_table.update()
-                    .where(deliveries_table.c.id.in_(owned))
-                    .values(claimed_by=None, claimed_until=None, next_attempt_at=next_attempt_at)
-                )
+                conn.execute(deliveries_table.update().where(deliveries_table.c.id.in_(owned)).values(**values))
         return self._result(ids, owned)
 
     def _end_attempt(
@@ -1145,17 +1145,8 @@ class Store:
         """Never send these deliveries (a resolve notice for an alert that never reached its channel). They are
         kept as ``dead`` with ``reason``, the alert is not flagged, and ``tasklens replay`` brings them back with
         the alert's own dead delivery."""
-        if not ids:
-            return MarkResult()
-        with self._write() as conn:
-            owned = self._owned(conn, ids, token)
-            if owned:
-                conn.execute(
-                    deliveries_table.update()
-                    .where(deliveries_table.c.id.in_(owned))
-                    .values(state="dead", last_error=_bounded(reason, MAX_ERROR), claimed_by=None, claimed_until=None)
-                )
-        return self._result(ids, owned)
+        return self._update_owned(ids, token, state="dead", last_error=_bounded(reason, MAX_ERROR), claimed_by=None,
+                                  claimed_until=None)
 
     def mark_dead(
         self,

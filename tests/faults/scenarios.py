@@ -103,6 +103,17 @@ def _check_failure_alerts(stack: AirflowStack, run_id: str, outcome: FaultOutcom
     outcome.expect(len(alerts) == len(FAILING_TASKS), f"{len(alerts)} alerts for {len(FAILING_TASKS)} failures")
 
 
+def _expect_each_failure_alerted_once(stack: AirflowStack, slack: SlackSink, run_id: str,
+                                      outcome: FaultOutcome) -> None:
+    """Once the fault is over: every failure messaged (time to the last one), stored, counted once, spool empty."""
+    needles = {task: task for task in FAILING_TASKS}
+    outcome.time_to_alert_s = _wait_for_messages(slack, needles, timeout=120)
+    time.sleep(3)  # later dispatcher passes and spool ingestions must not add anything
+    _count_alert_messages(slack, needles, outcome)
+    _check_failure_alerts(stack, run_id, outcome)
+    outcome.expect(not list(spool_dir(stack).glob("*.json")), "records left in the spool")
+
+
 def _run_failures_during_fault(stack: AirflowStack, outcome: FaultOutcome) -> str:
     """Trigger the failing DAG and a control DAG while the fault is on; both must finish as without the fault."""
     run_id = stack.trigger("tl_fault_failures")
@@ -143,12 +154,7 @@ def sqlite_store_locked(stack: AirflowStack, slack: SlackSink, *, hold_s: float 
         outcome.worst_added_s = worst_wait_before_spooling(spooled)
         time.sleep(max(0.0, hold_s - (time.monotonic() - locked_at)))
         lock.release()
-    needles = {task: task for task in FAILING_TASKS}
-    outcome.time_to_alert_s = _wait_for_messages(slack, needles, timeout=90)
-    time.sleep(3)  # later dispatcher passes and spool ingestions must not add anything
-    _count_alert_messages(slack, needles, outcome)
-    _check_failure_alerts(stack, run_id, outcome)
-    outcome.expect(not list(spool_dir(stack).glob("*.json")), "records left in the spool")
+    _expect_each_failure_alerted_once(stack, slack, run_id, outcome)
     return outcome
 
 
@@ -169,12 +175,7 @@ def postgres_store_unreachable(stack: AirflowStack, slack: SlackSink, postgres: 
         time.sleep(max(0.0, hold_s - (time.monotonic() - began)))
     finally:
         end()
-    needles = {task: task for task in FAILING_TASKS}
-    outcome.time_to_alert_s = _wait_for_messages(slack, needles, timeout=120)
-    time.sleep(3)
-    _count_alert_messages(slack, needles, outcome)
-    _check_failure_alerts(stack, run_id, outcome)
-    outcome.expect(not list(spool_dir(stack).glob("*.json")), "records left in the spool")
+    _expect_each_failure_alerted_once(stack, slack, run_id, outcome)
     return outcome
 
 
@@ -261,12 +262,7 @@ def old_schema_until_api_server_starts(home: Path, slack: SlackSink, markers: Pa
     outcome.worst_added_s = worst_wait_before_spooling(spooled)
     run_id = spooled[0]["payload"]["run_id"] if spooled else "?"
     with stack:  # the api-server starts: it migrates the store, its dispatcher ingests the spool and delivers
-        needles = {task: task for task in FAILING_TASKS}
-        outcome.time_to_alert_s = _wait_for_messages(slack, needles, timeout=120)
-        time.sleep(3)
-        _count_alert_messages(slack, needles, outcome)
-        _check_failure_alerts(stack, run_id, outcome)
-        outcome.expect(not list(spool_dir(stack).glob("*.json")), "records left in the spool")
+        _expect_each_failure_alerted_once(stack, slack, run_id, outcome)
     return outcome
 
 
