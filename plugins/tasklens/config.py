@@ -16,11 +16,14 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from tasklens import ruleset as rules_model  # the module; ``ruleset()`` below is the loaded rules
 from tasklens.exceptions import ConfigError
-from tasklens.ruleset import Ruleset
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from tasklens.ruleset import Ruleset
 
 __all__ = [
     "ConfigProblem",
@@ -342,6 +345,16 @@ def spark_conn_id() -> str | None:
 # --------------------------------------------------------------------------- configuration problems
 
 
+
+@functools.cache
+def _rules_model() -> ModuleType:
+    """The rules model module, imported on first use: with PyYAML it costs every process that merely loads the plugin
+    (each task process) ~12 ms, and a task process needs it only for a rules file or an alert."""
+    from tasklens import ruleset as model  # noqa: PLC0415 - see the docstring
+
+    model.use_default_conn_ids(lambda: (slack_conn_id(), smtp_conn_id()))
+    return model
+
 @dataclasses.dataclass(frozen=True)
 class ConfigProblem:
     """A configuration error tasklens found and worked around: what is wrong, where, the fix, and what
@@ -460,10 +473,10 @@ def _load_rules(path: Path | None) -> Ruleset:
     global _last_good
     if path is None:
         record_problem("rules_file", None)
-        return rules_model.default_ruleset()
+        return _rules_model().default_ruleset()
     try:
-        text = rules_model.read_rules_file(path)
-        loaded = rules_model.parse_rules_text(text, source=str(path), path=path)
+        text = _rules_model().read_rules_file(path)
+        loaded = _rules_model().parse_rules_text(text, source=str(path), path=path)
     except ConfigError as error:
         fallback, description = _fallback_rules()
         record_problem("rules_file", ConfigProblem.from_error(error, description))
@@ -487,12 +500,13 @@ def _fallback_rules() -> tuple[Ruleset, str]:
     saved = last_good_rules_path()
     try:
         text = saved.read_text(encoding="utf-8")
-        return rules_model.parse_rules_text(text, source=str(saved), path=saved), f"the last good rules file ({saved})"
+        loaded = _rules_model().parse_rules_text(text, source=str(saved), path=saved)
+        return loaded, f"the last good rules file ({saved})"
     except FileNotFoundError:
         pass
     except (OSError, UnicodeDecodeError, ConfigError):  # saved by another tasklens version, or damaged
         log.warning("tasklens: the saved last good rules file %s is unusable", saved, exc_info=True)
-    return rules_model.default_ruleset(), "the built-in rules"
+    return _rules_model().default_ruleset(), "the built-in rules"
 
 
 def _save_last_good(path: Path, text: str) -> None:
@@ -529,4 +543,3 @@ def default_retry_preset() -> str | None:
 
 
 # The built-in Slack and email channels use the [tasklens] connection ids (the ruleset reads no configuration).
-rules_model.use_default_conn_ids(lambda: (slack_conn_id(), smtp_conn_id()))

@@ -14,9 +14,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
+from types import ModuleType
 from typing import Any
 
-from tasklens import config, logs, metrics, persist, routing, rules
+from tasklens import config, logs, metrics, persist
 from tasklens._once import WarnOnce
 from tasklens.alerts import AlertKind, Delivery
 from tasklens.events import TaskEvent
@@ -35,6 +36,14 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+def _engine() -> tuple[ModuleType, ModuleType]:
+    """The rules engine and the router, imported on the first alert: with the rules model and PyYAML they would cost
+    every process that merely loads the plugin (each task process) ~12 ms."""
+    from tasklens import routing, rules  # noqa: PLC0415 - see the docstring
+
+    return rules, routing
+
 
 #: Failures per stage in this process; also sent as ``tasklens.errors`` with a ``stage`` label.
 ERROR_COUNTS: collections.Counter[str] = collections.Counter()
@@ -116,6 +125,7 @@ def _raise_success_alerts(event: TaskEvent) -> None:
     Airflow's own records (:func:`record_settled_success`), so the common case costs no I/O at all."""
     if config.rules_file() is None:
         return  # the built-in rules raise nothing on a success alone (test_pipeline pins it): no ruleset to use
+    rules, _ = _engine()
     ruleset = config.ruleset()
     alerts = [a for a in rules.evaluate_event(event, ruleset, resolves=False) if a.kind != AlertKind.RESOLVE]
     if alerts:
@@ -127,6 +137,7 @@ def record_settled_success(event: TaskEvent, recent_durations_s: Sequence[float]
     """A success read from Airflow's metadata DB (the api-server's checks): close the alerts it resolves, check its
     duration against ``recent_durations_s`` and store the event (the UI's task tab). Raises
     :class:`~tasklens.exceptions.StoreError` when the store cannot take it (the check retries next pass)."""
+    rules, _ = _engine()
     ruleset = config.ruleset()
     _record(rules.evaluate_event(event, ruleset, recent_durations_s=recent_durations_s), ruleset, event=event)
 
@@ -136,6 +147,7 @@ def _record_event_alerts(event: TaskEvent) -> bool:
     # SQLAlchemy loads only when a write reaches the store (never on a task's success path).
     from tasklens.store import get_store  # noqa: PLC0415
 
+    rules, _ = _engine()
     ruleset = config.ruleset()
     store = get_store()
     median_rules = _median_duration_rules(ruleset)
@@ -223,6 +235,7 @@ def _median_duration_rules(ruleset: Any) -> list[Any]:
 
 def _may_exceed_median(rule: Any, event: TaskEvent) -> bool:
     """Whether ``rule`` could fire on ``event`` at all: shorter than its min_duration, the median is irrelevant."""
+    rules, _ = _engine()
     duration = event.duration_s
     return duration is not None and duration >= rule.min_duration_s and rules.rule_condition(rule)(event)
 
@@ -237,6 +250,7 @@ def _record(alerts: Any, ruleset: Any, *, event: TaskEvent | None = None,
 
     if not alerts and event is None:
         return None
+    _, routing = _engine()
     now = datetime.now(timezone.utc)
     items: list[tuple[Any, Any, bool]] = []
     for alert in alerts:
@@ -306,6 +320,7 @@ def handle_metric(name: str, value: float, labels: Mapping[str, str], context: T
 
 
 def _record_metric_alerts(name: str, value: float, labels: Mapping[str, str], context: TaskEvent | None) -> None:
+    rules, _ = _engine()
     ruleset = config.ruleset()
     _record(rules.evaluate_metric(name, value, labels, ruleset, context), ruleset)
 
@@ -325,6 +340,7 @@ def raise_custom_alert(title: str, severity: str, template: str | None, data: Ma
 
 def _record_custom_alert(title: str, severity: str, template: str | None, data: Mapping[str, Any],
                          context: TaskEvent | None) -> None:
+    rules, _ = _engine()
     ruleset = config.ruleset()
     payload = dict(data)
     channels = payload.pop(NOTIFY_CHANNELS_KEY, None)
@@ -336,6 +352,7 @@ def _record_custom_alert(title: str, severity: str, template: str | None, data: 
 def _explicit_deliveries(channels: Any, ruleset: Any) -> Callable[[Any], list[Any]]:
     """Deliveries straight to named channels (a notifier's own target), bypassing the routes."""
     names = [channels] if isinstance(channels, str) else list(channels)
+    _, routing = _engine()
 
     def deliveries(alert: Any) -> list[Any]:
         out = []
