@@ -44,7 +44,7 @@ def main() -> None:
     from tasklens.store import get_store
     from tests.sinks import SlackSink
 
-    store = get_store()
+    store = get_store(migrate=True)  # as `tasklens db upgrade` would
     with SlackSink() as sink:
         os.environ["AIRFLOW_CONN_TASKLENS_SLACK"] = sink.conn_uri()
         sink.down()

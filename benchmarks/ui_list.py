@@ -126,7 +126,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tasklens-bench-stores-"))
     urls = {"empty": f"sqlite:///{tmp / 'empty.db'}", "big": f"sqlite:///{tmp / 'big.db'}"}
     for url in urls.values():
-        get_store(url)
+        get_store(url, migrate=True)  # as `tasklens db upgrade` would
     started = time.perf_counter()
     seed(get_store(urls["big"]), args.alerts, args.events, random.Random(42))
     print(f"seeded {args.alerts:,} alerts + {args.events:,} events in {time.perf_counter() - started:.1f}s")
