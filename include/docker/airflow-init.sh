@@ -21,7 +21,10 @@ os.chmod(path + ".tmp", 0o600)
 os.replace(path + ".tmp", path)
 PY
 
-# Opens the store (creating its tables on first run), validates [tasklens] and the rules file.
+# Migrates the alert store (tasks, the scheduler and the dag-processor never do; the api-server also does at start),
+# then validates [tasklens] and the rules file.
+echo "tasklens init: python -m tasklens db upgrade"
+python -m tasklens db upgrade
 echo "tasklens init: python -m tasklens check-config"
 python -m tasklens check-config
 
