@@ -13,6 +13,7 @@ import traceback as tb
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
+from urllib.parse import quote
 
 from tasklens.schedule import retry_schedule
 from tasklens.text import bounded, bounded_tail
@@ -121,18 +122,25 @@ def redact(value: Any) -> Any:
 
 
 def redact_strings(values: list[str]) -> list[str]:
-    """:func:`redact` for plain strings: a masker with no secret registered leaves strings as they are, so it is
-    skipped (the task process registers its secrets with the SDK's masker, servers with the core one)."""
+    """:func:`redact` for plain strings, cheaply when nothing needs masking.
+
+    On a plain string Airflow's maskers only replace the registered secrets (their pattern); key-name masking needs
+    a mapping. So one search of that pattern over all the strings at once finds whether any string holds a secret;
+    only then are they masked one by one. A masker with no secret registered leaves strings as they are and is
+    skipped (the task process registers its secrets with the SDK's masker, servers with the core one).
+    """
     for module in ("airflow.sdk._shared.secrets_masker", "airflow._shared.secrets_masker"):
         try:
             masker = __import__(module, fromlist=["redact"])
         except Exception:  # noqa: S112 - an unavailable masker must not stop the event
             continue
         try:
-            nothing_registered = masker._secrets_masker().replacer is None
+            pattern = masker._secrets_masker().replacer
+            # A match across the separator only costs the slow path below; a secret inside one string always matches.
+            clean = pattern is None or pattern.search("\n".join(values)) is None
         except Exception:  # its internals changed: mask the slow way rather than not at all
-            nothing_registered = False
-        if not nothing_registered:
+            clean = False
+        if not clean:
             try:
                 values = masker.redact(values)
             except Exception:  # noqa: S112
@@ -211,8 +219,35 @@ def _duration(start: datetime | None, end: datetime | None, fallback: Any = None
     return float(fallback) if isinstance(fallback, (int, float)) else None
 
 
-# Airflow builds ``log_url`` from its config on every read (~0.15 ms); a task's running and final events share it.
+# Airflow builds ``log_url`` from its config on every read (~0.1 ms); a task's running and final events share it.
 _log_urls: dict[tuple[Any, ...], str | None] = {}
+#: The worker's log URLs are Airflow's base URL plus a path of the attempt's ids. The base is learnt from the first
+#: URL Airflow builds in this process, so later attempts (``dags test`` runs every task in one process) skip its config
+#: read; None until then, "" when that URL did not end with the path below (another Airflow: always ask Airflow).
+_worker_log_base: str | None = None
+
+
+def _worker_log_path(ti: Any) -> str:
+    """The part of ``RuntimeTaskInstance.log_url`` after the base URL, as Airflow 3.3 builds it."""
+    map_index, try_number = ti.map_index, ti.try_number
+    mapped = f"/mapped/{map_index}" if map_index is not None and map_index >= 0 else ""
+    try_part = f"?try_number={try_number}" if try_number is not None and try_number > 0 else ""
+    return f"/dags/{ti.dag_id}/runs/{quote(ti.run_id)}/tasks/{ti.task_id}{mapped}{try_part}"
+
+
+def _airflow_log_url(ti: Any) -> str | None:
+    global _worker_log_base
+    if type(ti).__name__ != "RuntimeTaskInstance":
+        raw = ti.log_url
+        return str(raw) if raw else None
+    if _worker_log_base:
+        return _worker_log_base + _worker_log_path(ti)
+    raw = ti.log_url
+    url = str(raw) if raw else None
+    if _worker_log_base is None and url:
+        path = _worker_log_path(ti)
+        _worker_log_base = url[: -len(path)] if url.endswith(path) and len(url) > len(path) else ""
+    return url
 
 
 def _log_url(ti: Any, attempt: tuple[Any, ...]) -> str | None:
@@ -220,8 +255,7 @@ def _log_url(ti: Any, attempt: tuple[Any, ...]) -> str | None:
     if key in _log_urls:
         return _log_urls[key]
     try:
-        raw = ti.log_url
-        url = str(raw) if raw else None
+        url = _airflow_log_url(ti)
     except Exception:
         return None
     if len(_log_urls) >= 256:  # a bounded memo: long-lived schedulers see every task instance
