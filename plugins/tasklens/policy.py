@@ -28,6 +28,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.exceptions import AirflowClusterPolicyViolation
@@ -154,13 +155,28 @@ def apply_retry_preset(task: Any) -> str | None:
 
     Raises :class:`ConfigError` when the task's own retry settings are unusable (a negative delay).
     """
-    from tasklens import retry  # noqa: PLC0415 - Airflow's task-SDK retry policy loads only when a DAG is parsed
-
     chosen = retry_preset_for(task)
+    if chosen is None and not _may_have_unusable_retries(task):
+        return None  # the common case: no preset, nothing to check, and the retry module (~4 ms) stays unloaded
+    from tasklens import retry  # noqa: PLC0415 - Airflow's task-SDK retry policy loads only when a task needs it
+
     if chosen is not None:
         retry.apply(task, chosen[1], keep_explicit=True)
     retry.validate_task_retries(task)
     return chosen[1] if chosen else None
+
+
+def _may_have_unusable_retries(task: Any) -> bool:
+    """Whether :func:`tasklens.retry.validate_task_retries` could object to ``task``: a retry policy, or a negative
+    retry count or delay. A cheap first look; that function decides."""
+    if getattr(task, "retry_policy", None) is not None:
+        return True
+    for key in ("retries", "retry_delay", "max_retry_delay"):
+        value = getattr(task, key, None)
+        number = value.total_seconds() if isinstance(value, timedelta) else value
+        if isinstance(number, (int, float)) and number < 0:
+            return True
+    return False
 
 
 def _enabled() -> bool:
