@@ -7,7 +7,8 @@ sets no retry settings, the common case. Compared: the DAG run's own duration as
 (``dag_run.end_date - start_date``), and the steady per-task cost (median time between consecutive task ends).
 
 The "with" run also measures where tasklens' time goes per task: import and plugin load, the cluster policy, and
-each listener stage (event, log context, stream, StatsD, alert stage/store). A third run per round alternates
+each listener stage (event, log context, stream, StatsD, alert stage/store), and the listener's time per successful
+attempt (its running and success events; median over the run's tasks). A third run per round alternates
 tasks with and without tasklens' listener in one DAG run (the listener's cost alone, free of drift between runs).
 Prints ``overhead ratio: X.XX`` last (target <= 1.03).
 
@@ -17,6 +18,7 @@ Prints ``overhead ratio: X.XX`` last (target <= 1.03).
 from __future__ import annotations
 
 import itertools
+import os
 import sqlite3
 import statistics
 import subprocess
@@ -34,6 +36,7 @@ from tests.integration.stack import airflow_env, migrate  # noqa: E402
 
 TASKS = 100
 SPENT: list[dict[str, float]] = []  # seconds per part of tasklens, per "with" run
+ATTEMPT_MS: list[float] = []  # median listener milliseconds per successful attempt (running + success), per "with" run
 DAG_ID = "tl_bench_overhead"
 
 DAG_FILE = f'''
@@ -85,10 +88,24 @@ if variant == "with":
             spent["stage:" + stage] += time.perf_counter() - begin
     pipeline.run_stage = timed_stage
     listener.pipeline.run_stage = timed_stage
-    listener._emit = timed("listener", listener._emit)
-    policy.task_policy = timed("policy", policy.task_policy)
+    attempts = collections.Counter()  # listener seconds per task attempt (its running and success events)
+    emit = listener._emit
+    def timed_emit(kind, task_instance, *args, **kwargs):
+        begin = time.perf_counter()
+        try:
+            return emit(kind, task_instance, *args, **kwargs)
+        finally:
+            took = time.perf_counter() - begin
+            spent["listener"] += took
+            attempts[(task_instance.task_id, task_instance.try_number)] += took
+    listener._emit = timed_emit
+    # The policy runs through the entry point's reference to the function: time the work it delegates.
+    policy.add_failure_callback = timed("policy", policy.add_failure_callback)
+    policy.apply_retry_preset = timed("policy", policy.apply_retry_preset)
     atexit.register(lambda: print("TASKLENS_SPENT " + " ".join(
         f"{k}={v}" for k, v in {**spent, "import": import_s}.items()), file=sys.stderr))
+    atexit.register(lambda: print("TASKLENS_ATTEMPTS " + " ".join(str(v) for v in attempts.values()),
+                                  file=sys.stderr))
 elif variant.startswith("alternating"):
     parity = int(variant.split(":")[1])
     starts = []
@@ -160,6 +177,8 @@ def _run(variant: str, home: Path, envs: dict[str, dict[str, str]], pythons: dic
     for line in result.stderr.splitlines():
         if line.startswith("TASKLENS_SPENT "):
             SPENT.append({k: float(v) for k, v in (item.split("=") for item in line.split()[1:])})
+        if line.startswith("TASKLENS_ATTEMPTS "):
+            ATTEMPT_MS.append(statistics.median(float(v) * 1000 for v in line.split()[1:]))
     written = (events.read_text().count("\n") if events.exists() else 0) - before
     expected = {"without": 0, "with": 2 * TASKS}.get(variant, TASKS)  # running + success per task with tasklens
     if written != expected or state != "success":
@@ -169,16 +188,17 @@ def _run(variant: str, home: Path, envs: dict[str, dict[str, str]], pythons: dic
 
 
 def _breakdown() -> list[str]:
-    """Median milliseconds per task of each part of tasklens, from the "with" runs."""
-    keys = sorted({key for spent in SPENT for key in spent})
+    """Median milliseconds of each part of tasklens per run and per task, from the "with" runs."""
+    labels = {"import": "import and plugin load", "policy": "cluster policy (callback, retry preset)",
+              "listener": "listener, all stages", "stage:events": "  building the event",
+              "stage:logs.context": "  task-log fields", "stage:logs.stream": "  event stream",
+              "stage:metrics": "  StatsD", "stage:alerts": "  alert stage and store (nothing stored on success)",
+              "stage:config": "  enabled check"}
+    keys = sorted({key for spent in SPENT for key in spent}, key=lambda k: list(labels).index(k) if k in labels else 99)
     lines = []
     for key in keys:
-        per_task_ms = statistics.median(spent.get(key, 0.0) for spent in SPENT) / TASKS * 1000
-        label = {"import": "import and plugin load", "policy": "cluster policy", "listener": "listener, all stages",
-                 "stage:events": "  building the event", "stage:logs.context": "  task-log fields",
-                 "stage:logs.stream": "  event stream", "stage:metrics": "  StatsD",
-                 "stage:alerts": "  alert stage (rules, store)", "stage:config": "  config check"}.get(key, key)
-        lines.append(f"  {label}: {per_task_ms:.3f} ms per task")
+        per_run_ms = statistics.median(spent.get(key, 0.0) for spent in SPENT) * 1000
+        lines.append(f"  {labels.get(key, key)}: {per_run_ms:.1f} ms per run, {per_run_ms / TASKS:.3f} ms per task")
     return lines
 
 
@@ -188,17 +208,22 @@ def main(rounds: int) -> None:
         home, dags = Path(tmp) / "home", Path(tmp) / "dags"
         dags.mkdir()
         (dags / "bench_dag.py").write_text(DAG_FILE)
-        env = airflow_env(home, dags, {**StatsdSink().env(), "AIRFLOW__CORE__UNIT_TEST_MODE": "false"})
+        statsd = StatsdSink()  # listening, as a statsd_exporter would (a closed port costs each send an ICMP error)
+        env = airflow_env(home, dags, {**statsd.env(), "AIRFLOW__CORE__UNIT_TEST_MODE": "false"})
         # Installed code runs from cached bytecode (make exports PYTHONDONTWRITEBYTECODE; users' installs have .pyc).
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
         env = clean_env(env, Path(tmp) / "empty-plugins")
-        envs = {"without": env, "with": env}
+        # This checkout's tasklens first, for "with" only: a git worktree shares the venv (whose editable install
+        # points at another checkout) and must measure its own code.
+        with_path = os.pathsep.join([str(REPO / "plugins"), env["PYTHONPATH"]])
+        envs = {"without": env, "with": {**env, "PYTHONPATH": with_path}}
         check_baseline(pythons["without"], env)
         migrate(env)
         _run("with", home, envs, pythons)  # warm-up: serialises the DAG, fills OS caches
         _run("without", home, envs, pythons)
         SPENT.clear()
+        ATTEMPT_MS.clear()
         ratios, per_task = [], []
         timings: dict[str, list[float]] = {"without": [], "with": []}
         steady: dict[str, list[float]] = {"without": [], "with": []}
@@ -226,6 +251,8 @@ def main(rounds: int) -> None:
         print("\n".join(_breakdown()))
         listener_ms = statistics.median(spent.get("listener", 0.0) for spent in SPENT) / (2 * TASKS) * 1000
         print(f"listener time per event (running or success): {listener_ms:.3f} ms")
+        print(f"listener time per successful attempt (running + success, median): "
+              f"{statistics.median(ATTEMPT_MS):.3f} ms")
         print(f"per-task ratio, tasks with and without the listener alternating in one run: "
               f"{statistics.median(per_task):.3f}")
         print(f"overhead ratio: {statistics.median(ratios):.2f}")

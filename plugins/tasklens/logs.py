@@ -205,10 +205,14 @@ def reset() -> None:
     _warnings.forget()
 
 
+#: One encoder for every line (``json.dumps`` with options builds a new one per call).
+_JSON_LINE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=safe_text)
+
+
 def _encode(record: Mapping[str, Any]) -> bytes:
     # Any value prints (safe_text never raises); lone surrogates (bytes decoded with surrogateescape) cannot be
     # UTF-8, so the line is cleaned as a whole: U+FFFD, never a failed write.
-    line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=safe_text)
+    line = _JSON_LINE.encode(record)
     return (safe_text(line) + "\n").encode("utf-8")
 
 
