@@ -144,8 +144,16 @@ def escape_label_value(value: Any) -> str:
     return _UNSAFE_IN_VALUE.sub("_", text[:_MAX_VALUE_CHARS])
 
 
+#: Label values repeat (DAG ids, operators, owners, states; a task's events share its ids): escaped once each.
+_escaped_text = functools.lru_cache(maxsize=4096)(escape_label_value)
+
+
 def _tagged(name: str, labels: Mapping[str, Any], keys: Iterable[str]) -> str:
-    return name + "".join(f",{key}={escape_label_value(labels.get(key))}" for key in keys)
+    parts = [name]
+    for key in keys:
+        value = labels.get(key)
+        parts.append(f",{key}={_escaped_text(value) if type(value) is str else escape_label_value(value)}")
+    return "".join(parts)
 
 
 def _custom_name(name: str) -> str:
