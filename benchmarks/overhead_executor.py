@@ -16,6 +16,7 @@ Prints the medians, the extra milliseconds per task process, and ``executor over
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import statistics
@@ -97,6 +98,8 @@ def main(rounds: int) -> None:
                                  python=python)
             stack.env.update(clean_env(stack.env, root / "empty-plugins"))
             stack.env.pop("PYTHONDONTWRITEBYTECODE", None)  # installed code runs from .pyc, as in deployments
+            if variant == "with":  # this checkout's tasklens: a git worktree shares a venv installed from another
+                stack.env["PYTHONPATH"] = os.pathsep.join([str(REPO / "plugins"), stack.env["PYTHONPATH"]])
             stacks[variant] = stack
         check_baseline(baseline, stacks["without"].env)
         try:
