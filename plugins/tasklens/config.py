@@ -416,7 +416,6 @@ def problems() -> tuple[ConfigProblem, ...]:
 
 
 LAST_GOOD_RULES = "last_good_rules.yml"
-_LAST_GOOD_HEADER = "# tasklens: copy of the last rules file that validated ({source}); do not edit.\n"
 
 
 def last_good_rules_path() -> Path:
@@ -490,7 +489,7 @@ def _load_rules(path: Path | None) -> Ruleset:
         return fallback
     record_problem("rules_file", None)
     _last_good = loaded
-    _save_last_good(path, text)
+    _rules_model().save_last_good(last_good_rules_path(), path, text)
     return loaded
 
 
@@ -498,34 +497,10 @@ def _fallback_rules() -> tuple[Ruleset, str]:
     if _last_good is not None:
         return _last_good, f"the last good rules this process loaded ({_last_good.source})"
     saved = last_good_rules_path()
-    try:
-        text = saved.read_text(encoding="utf-8")
-        loaded = _rules_model().parse_rules_text(text, source=str(saved), path=saved)
+    loaded = _rules_model().read_last_good(saved)
+    if loaded is not None:
         return loaded, f"the last good rules file ({saved})"
-    except FileNotFoundError:
-        pass
-    except (OSError, UnicodeDecodeError, ConfigError):  # saved by another tasklens version, or damaged
-        log.warning("tasklens: the saved last good rules file %s is unusable", saved, exc_info=True)
     return _rules_model().default_ruleset(), "the built-in rules"
-
-
-def _save_last_good(path: Path, text: str) -> None:
-    """Keep ``text`` (a rules file that validated) at :func:`last_good_rules_path`, atomically and only when it
-    changed. Best effort: a read-only home only loses the fallback for freshly started processes."""
-    saved = last_good_rules_path()
-    content = _LAST_GOOD_HEADER.format(source=path) + text
-    try:
-        if saved.read_text(encoding="utf-8") == content:
-            return
-    except (OSError, UnicodeDecodeError):
-        pass
-    try:
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        temporary = saved.with_name(f".{saved.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        temporary.write_text(content, encoding="utf-8")
-        os.replace(temporary, saved)
-    except OSError:
-        log.warning("tasklens: could not save the last good rules file to %s", saved, exc_info=True)
 
 
 def rules_problem() -> ConfigProblem | None:

@@ -27,7 +27,7 @@ from tasklens import events
 from tasklens.alerts import Alert, AlertKind, Severity, fingerprint
 from tasklens.events import TaskEvent
 from tasklens.exceptions import ConfigError
-from tasklens.ruleset import _TEMPLATE_NAME, METRIC_OPS, Rule, RuleMatch, Ruleset
+from tasklens.ruleset import METRIC_OPS, TEMPLATE_NAME, Rule, RuleMatch, Ruleset
 from tasklens.text import bounded, format_duration
 
 __all__ = [
@@ -525,7 +525,7 @@ def custom_alert(
         raise ConfigError(
             "tasklens.alert()", "severity", f"unknown severity {severity!r}", "use one of: info, warning, critical"
         )
-    if template is not None and not _TEMPLATE_NAME.match(str(template)):
+    if template is not None and not TEMPLATE_NAME.match(str(template)):
         raise ConfigError(
             "tasklens.alert()",
             "template",

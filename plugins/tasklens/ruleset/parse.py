@@ -1,20 +1,5 @@
-"""The rules file: rules, routes, channels and retry policies, validated at load.
-
-One YAML file (``[tasklens] rules_file``) configures the whole alert engine. Everything is
-checked when the file is loaded, so a typo is reported with the file, the key and the fix
-(``tasklens check-config``, the Alerts page, ``/tasklens/health``, one alert), never discovered at
-3 am when the first alert should go out. A running deployment keeps its last good rules meanwhile
-(:func:`tasklens.config.ruleset`)::
-
-    ruleset = load_ruleset(Path("include/tasklens_rules.yml"))
-    ruleset.rule("task_failed").severity        # Severity.CRITICAL
-    ruleset.channels["slack"].conn_id            # "tasklens_slack"
-
-Without a file, :func:`load_ruleset` returns the built-in defaults: failures and killed tasks
-to Slack, escalation to email after 30 minutes unacknowledged, retries stored only. A file
-is layered on top of the defaults: ``rules`` and ``channels`` override or extend the
-built-in ones by name; ``routes`` (an ordered list) replaces the default routes when given.
-"""
+"""A rules document (parsed YAML) to a validated :class:`~tasklens.ruleset.model.Ruleset`, layered on the built-in
+defaults. Every error is a :class:`~tasklens.exceptions.ConfigError` naming the source, the dotted key and a fix."""
 
 from __future__ import annotations
 
@@ -23,271 +8,38 @@ import difflib
 import math
 import re
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, time, timezone
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
-
-import yaml
 
 from tasklens import channels as channel_registry
 from tasklens.alerts import AlertKind, Severity
 from tasklens.exceptions import ConfigError
+from tasklens.ruleset.defaults import default_ruleset
+from tasklens.ruleset.model import (
+    BUILTIN_RULES,
+    DEFAULT_GROUP_WAIT_S,
+    GROUP_BY_FIELDS,
+    METRIC_OPS,
+    RULE_TYPES,
+    TEMPLATE_NAME,
+    Channel,
+    MuteWindow,
+    RetryPolicyRef,
+    Route,
+    RouteMatch,
+    Rule,
+    RuleMatch,
+    Ruleset,
+    time_zone,
+)
 
-__all__ = [
-    "BUILTIN_RULES",
-    "CHANNEL_TYPES",
-    "GROUP_BY_FIELDS",
-    "METRIC_OPS",
-    "RULE_TYPES",
-    "Channel",
-    "MuteWindow",
-    "RetryPolicyRef",
-    "Route",
-    "RouteMatch",
-    "Rule",
-    "RuleMatch",
-    "Ruleset",
-    "default_ruleset",
-    "load_ruleset",
-    "parse_duration",
-    "parse_rules_text",
-    "parse_ruleset",
-    "read_rules_file",
-]
+__all__ = ["parse_duration", "parse_ruleset"]
 
-#: Rule types and the task event each one reacts to (metric and custom rules are fed separately).
-RULE_TYPES: Mapping[str, tuple[str, ...]] = types.MappingProxyType(
-    {
-        "failed": ("failed",),
-        "retry": ("up_for_retry",),
-        "killed": ("killed",),
-        "recovered": ("success",),
-        "duration": ("success", "failed", "up_for_retry", "killed"),
-        "metric": (),
-        "custom": (),
-    }
-)
-#: Built-in rule names and their types; a rules file configures them by name.
-BUILTIN_RULES: Mapping[str, str] = types.MappingProxyType(
-    {
-        "task_failed": "failed",
-        "task_retry": "retry",
-        "task_killed": "killed",
-        "task_recovered": "recovered",
-        "task_duration": "duration",
-        "custom": "custom",
-    }
-)
-CHANNEL_TYPES = tuple(channel_registry.CHANNEL_TYPES)  # built in; the registry also has types added at run time
-METRIC_OPS: Mapping[str, Callable[[float, float], bool]] = types.MappingProxyType(
-    {
-        ">": lambda value, threshold: value > threshold,
-        ">=": lambda value, threshold: value >= threshold,
-        "<": lambda value, threshold: value < threshold,
-        "<=": lambda value, threshold: value <= threshold,
-        "==": lambda value, threshold: value == threshold,
-        "!=": lambda value, threshold: value != threshold,
-    }
-)
-#: Alert fields a route may group by; any other name is looked up in the alert's labels.
-GROUP_BY_FIELDS = ("dag_id", "task_id", "run_id", "map_index", "rule", "kind", "severity", "fingerprint")
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)", re.IGNORECASE)
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_BUILTIN_SOURCE = "<built-in tasklens rules>"
-
-
-# --------------------------------------------------------------------------- data model
-
-
-@dataclasses.dataclass(frozen=True)
-class RuleMatch:
-    """Which task events a rule applies to. Empty tuples match everything; globs use ``fnmatch``."""
-
-    dag_id: tuple[str, ...] = ()
-    task_id: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()  # any of these DAG tags
-    owner: tuple[str, ...] = ()
-    operator: tuple[str, ...] = ()
-    exception_type: tuple[str, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True)
-class Rule:
-    """One alert rule. ``type`` says what it reacts to (see :data:`RULE_TYPES`).
-
-    ``notify: false`` keeps the alerts in the store but routes them nowhere (retries by default).
-    Programmatic rules may add ``condition`` (a predicate on the TaskEvent, e.g.
-    ``rules.after_attempt(2) & rules.has_tag("critical")``); the YAML uses ``match``.
-    """
-
-    name: str
-    type: str
-    severity: Severity
-    enabled: bool = True
-    notify: bool = True
-    description: str = ""
-    match: RuleMatch = RuleMatch()
-    after_attempt: int = 0  # only attempts with try_number >= this
-    condition: Callable[[Any], bool] | None = None
-    # duration rules
-    max_duration_s: float | None = None
-    median_factor: float | None = None
-    min_history: int = 5
-    min_duration_s: float = 0.0
-    events: tuple[str, ...] = ()
-    # metric rules
-    metric: str | None = None
-    op: str = ">"
-    threshold: float | None = None
-    resolve_when_ok: bool = True
-    # recovered rules
-    resolves: tuple[str, ...] = ()
-    # custom rules / message template override
-    template: str | None = None
-
-    @property
-    def active(self) -> bool:
-        """Enabled and routed to channels."""
-        return self.enabled and self.notify
-
-    @property
-    def event_kinds(self) -> tuple[str, ...]:
-        """The TaskEvent kinds this rule is evaluated on."""
-        return self.events or RULE_TYPES.get(self.type, ())
-
-
-@dataclasses.dataclass(frozen=True)
-class MuteWindow:
-    """A time window in which a route sends nothing (alerts are still stored).
-
-    Either recurring (``weekdays`` and/or ``hours`` in ``timezone``; an hours range may wrap past
-    midnight and is checked on the local date of the instant) or explicit (``start``/``end``, UTC).
-    """
-
-    weekdays: frozenset[int] = frozenset(range(7))  # 0 = Monday
-    start_time: time | None = None
-    end_time: time | None = None
-    timezone: str = "UTC"
-    start: datetime | None = None
-    end: datetime | None = None
-
-    def contains(self, at: datetime) -> bool:
-        """True when ``at`` (naive = UTC) falls inside the window."""
-        if at.tzinfo is None:
-            at = at.replace(tzinfo=timezone.utc)
-        if self.start is not None or self.end is not None:
-            after_start = self.start is None or at >= self.start
-            before_end = self.end is None or at < self.end
-            return after_start and before_end
-        local = at.astimezone(_zone(self.timezone))
-        if local.weekday() not in self.weekdays:
-            return False
-        if self.start_time is None or self.end_time is None:
-            return True
-        now = local.time().replace(tzinfo=None)
-        if self.start_time <= self.end_time:
-            return self.start_time <= now < self.end_time
-        return now >= self.start_time or now < self.end_time
-
-
-@dataclasses.dataclass(frozen=True)
-class RouteMatch:
-    """Which alerts a route takes. Every given criterion must hold; lists mean "any of"."""
-
-    min_severity: Severity = Severity.INFO
-    kinds: tuple[AlertKind, ...] = ()
-    rules: tuple[str, ...] = ()  # globs on the rule name
-    dag_id: tuple[str, ...] = ()
-    task_id: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    owner: tuple[str, ...] = ()
-    regex: tuple[tuple[str, re.Pattern[str]], ...] = ()  # (field, pattern); field "" = title/summary/exception
-
-
-DEFAULT_GROUP_WAIT_S = 3.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Route:
-    """One route: matching alerts go to ``channels`` with these timing knobs (Alertmanager style)."""
-
-    name: str
-    channels: tuple[str, ...]
-    match: RouteMatch = RouteMatch()
-    continue_matching: bool = False
-    group_by: tuple[str, ...] = ("dag_id", "run_id")
-    # Short by default: failures of one run that land together still form one digest, and the first
-    # message stays within seconds of the failure (Alertmanager's 30 s suits paging less urgent teams).
-    group_wait_s: float = DEFAULT_GROUP_WAIT_S
-    repeat_interval_s: float = 3600.0
-    mute: tuple[MuteWindow, ...] = ()
-    escalate_after_s: float | None = None
-    escalation_channels: tuple[str, ...] = ()
-    fallback_channels: tuple[str, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True)
-class Channel:
-    """A delivery target. Secrets live in the Airflow connection ``conn_id``, never here.
-
-    An email channel without ``to`` sends to the addresses in its SMTP connection's extra ``to``.
-    """
-
-    name: str
-    type: str  # "slack" | "email"
-    conn_id: str
-    to: tuple[str, ...] = ()
-    channel: str | None = None  # Slack channel override (bot-token connections)
-    rate_limit_per_s: float = 1.0
-    #: The type's own options (``tasklens.channels.CHANNEL_TYPES[type].options``: host, class, kwargs...).
-    options: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
-
-
-@dataclasses.dataclass(frozen=True)
-class RetryPolicyRef:
-    """A retry policy assignment (fleshed out by ``tasklens.retry``): which preset for which tasks."""
-
-    name: str
-    preset: str
-    dag_id: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    operator: tuple[str, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True)
-class Ruleset:
-    """Everything the rules file configures, validated. ``source`` is the file (None = built-in)."""
-
-    rules: tuple[Rule, ...]
-    routes: tuple[Route, ...]
-    channels: Mapping[str, Channel]
-    retry_policies: Mapping[str, RetryPolicyRef] = dataclasses.field(default_factory=dict)
-    source: Path | None = None
-
-    def rule(self, name: str) -> Rule | None:
-        """The rule called ``name``, or None."""
-        for rule in self.rules:
-            if rule.name == name:
-                return rule
-        return None
-
-    def route(self, name: str) -> Route | None:
-        """The route called ``name``, or None."""
-        for route in self.routes:
-            if route.name == name:
-                return route
-        return None
-
-    def rules_of_type(self, *rule_types: str) -> tuple[Rule, ...]:
-        """Enabled rules of the given types, in file order."""
-        return tuple(r for r in self.rules if r.enabled and r.type in rule_types)
-
-
-# --------------------------------------------------------------------------- parsing helpers
 
 
 def parse_duration(value: Any, *, source: str = "<value>", key: str = "duration") -> float:
@@ -315,35 +67,6 @@ def parse_duration(value: Any, *, source: str = "<value>", key: str = "duration"
     if seconds < 0:
         raise ConfigError(source, key, f"negative duration {value!r}", "use a duration of 0 or more")
     return seconds
-
-
-def _zone(name: str) -> Any:
-    if name.upper() == "UTC":
-        return timezone.utc
-    return ZoneInfo(name)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one)."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: dict[Any, Any] = {}
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue  # `<<: *anchor` merges are resolved by SafeLoader itself
-        key = loader.construct_object(key_node, deep=deep)
-        if isinstance(key, (list, dict)):
-            continue  # reported as a non-string key later
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark
-            )
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 class _Reader:
@@ -436,7 +159,7 @@ class _Reader:
 
     def template_name(self, value: Any, key: str) -> str:
         name = self.string(value, key)
-        if not _TEMPLATE_NAME.match(name):
+        if not TEMPLATE_NAME.match(name):
             raise self.fail(
                 key, f"bad template name {name!r}", "use letters, digits, '_', '-' or '.', e.g. ml_model_drift"
             )
@@ -617,7 +340,7 @@ def _parse_mute(reader: _Reader, raw: Any, key: str) -> MuteWindow:
         return MuteWindow(start=start, end=end)
     zone_name = reader.string(body.get("timezone", "UTC"), f"{key}.timezone")
     try:
-        _zone(zone_name)
+        time_zone(zone_name)
     except Exception:
         raise reader.fail(
             f"{key}.timezone", f"unknown timezone {zone_name!r}", "use an IANA name such as UTC or Europe/Paris"
@@ -875,116 +598,6 @@ def _parse_retry_policy(reader: _Reader, name: str, raw: Any) -> RetryPolicyRef:
     )
 
 
-# --------------------------------------------------------------------------- defaults
-
-
-#: ``(slack_conn_id, smtp_conn_id)`` of the built-in channels when the caller passes none. The ruleset reads no
-#: configuration: :mod:`tasklens.config` passes its ``[tasklens]`` values in with :func:`use_default_conn_ids`.
-def _builtin_conn_ids() -> tuple[str, str]:
-    return "tasklens_slack", "tasklens_smtp"
-
-
-_conn_id_defaults: Callable[[], tuple[str, str]] = _builtin_conn_ids
-
-
-def use_default_conn_ids(defaults: Callable[[], tuple[str, str]]) -> None:
-    """Where the built-in Slack and email channels get their connection ids when none is passed."""
-    global _conn_id_defaults
-    _conn_id_defaults = defaults
-
-
-def _default_conn_ids(slack_conn_id: str | None, smtp_conn_id: str | None) -> dict[str, str]:
-    if slack_conn_id is None or smtp_conn_id is None:
-        default_slack, default_smtp = _conn_id_defaults()
-        slack_conn_id = slack_conn_id or default_slack
-        smtp_conn_id = smtp_conn_id or default_smtp
-    return {"slack": slack_conn_id, "email": smtp_conn_id}
-
-
-def _builtin_rules() -> tuple[Rule, ...]:
-    def metric(name: str, op: str, threshold: float, severity: Severity, text: str) -> Rule:
-        return Rule(
-            name=name, type="metric", severity=severity, metric=name, op=op, threshold=threshold, description=text
-        )
-
-    return (
-        Rule("task_failed", "failed", Severity.CRITICAL, description="A task attempt failed with no retries left."),
-        Rule(
-            "task_retry",
-            "retry",
-            Severity.WARNING,
-            notify=False,
-            description="A task attempt failed and a retry is scheduled (stored, not sent).",
-        ),
-        Rule(
-            "task_killed",
-            "killed",
-            Severity.CRITICAL,
-            description="A task was killed outside Python (SIGKILL/OOM, worker lost, heartbeat timeout).",
-        ),
-        Rule(
-            "task_recovered",
-            "recovered",
-            Severity.INFO,
-            resolves=("task_failed", "task_retry", "task_killed"),
-            description="A task succeeded: resolve its open failure, retry and killed alerts.",
-        ),
-        Rule(
-            "task_duration",
-            "duration",
-            Severity.WARNING,
-            median_factor=3.0,
-            min_history=5,
-            min_duration_s=300.0,
-            events=("success",),
-            description="A task ran more than 3x its recent median (and at least 5 minutes).",
-        ),
-        Rule("custom", "custom", Severity.WARNING, description="Alerts raised by task code with tasklens.alert()."),
-        metric("spark_job_duration", ">", 1800.0, Severity.WARNING, "A Spark job ran longer than 30 minutes."),
-        metric("spark_memory_utilization", ">", 85.0, Severity.CRITICAL, "Spark executors used over 85% memory."),
-        metric("data_quality_score", "<", 95.0, Severity.WARNING, "Data quality score fell below 95."),
-        metric("prediction_accuracy", "<", 85.0, Severity.WARNING, "Model accuracy fell below 85%."),
-    )
-
-
-def _builtin_routes() -> tuple[Route, ...]:
-    return (
-        Route(
-            name="critical",
-            channels=("slack",),
-            match=RouteMatch(min_severity=Severity.CRITICAL),
-            escalate_after_s=1800.0,
-            escalation_channels=("email",),
-            fallback_channels=("email",),
-        ),
-        Route(
-            name="warning",
-            channels=("slack",),
-            match=RouteMatch(min_severity=Severity.WARNING),
-            fallback_channels=("email",),
-        ),
-    )
-
-
-def default_ruleset(*, slack_conn_id: str | None = None, smtp_conn_id: str | None = None) -> Ruleset:
-    """The built-in rules, routes and channels (connection ids default to ``[tasklens]`` config)."""
-    conns = _default_conn_ids(slack_conn_id, smtp_conn_id)
-    channels = {
-        "slack": Channel(name="slack", type="slack", conn_id=conns["slack"], rate_limit_per_s=1.0),
-        "email": Channel(name="email", type="email", conn_id=conns["email"], rate_limit_per_s=5.0),
-    }
-    return Ruleset(
-        rules=_builtin_rules(),
-        routes=_builtin_routes(),
-        channels=types.MappingProxyType(channels),
-        retry_policies=types.MappingProxyType({}),
-        source=None,
-    )
-
-
-# --------------------------------------------------------------------------- loading
-
-
 def parse_ruleset(
     document: Any,
     *,
@@ -1072,74 +685,3 @@ def _check_name(reader: _Reader, name: str, section: str) -> None:
             f"bad name {name!r}",
             "use letters, digits, '_', '-', '.' or ':' (at most 100 characters)",
         )
-
-
-def read_rules_file(path: Path | str) -> str:
-    """The text of the rules file at ``path``.
-
-    Raises :class:`~tasklens.exceptions.ConfigError` (kind ``missing_file`` or ``unreadable_file``).
-    """
-    source = str(path)
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            source,
-            "rules_file",
-            "file not found",
-            "create it (see include/tasklens_rules.example.yml) or unset [tasklens] rules_file",
-            kind="missing_file",
-        ) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(
-            source, "rules_file", f"cannot read the file: {error}", "make it a readable UTF-8 text file",
-            kind="unreadable_file",
-        ) from None
-
-
-def parse_rules_text(
-    text: str,
-    *,
-    source: str = "<rules>",
-    path: Path | None = None,
-    slack_conn_id: str | None = None,
-    smtp_conn_id: str | None = None,
-) -> Ruleset:
-    """Parse and validate the YAML ``text`` of a rules file.
-
-    Raises :class:`~tasklens.exceptions.ConfigError` (kind ``invalid_yaml`` or ``invalid_rules``).
-    """
-    try:
-        document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "document"
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError(
-            source,
-            where,
-            f"malformed YAML: {problem}",
-            "fix the YAML syntax there (indentation, quotes, a ':' after each key)",
-            kind="invalid_yaml",
-        ) from None
-    try:
-        return parse_ruleset(document, source=source, path=path, slack_conn_id=slack_conn_id,
-                             smtp_conn_id=smtp_conn_id)
-    except ConfigError as error:
-        if error.kind == "invalid":
-            error.kind = "invalid_rules"
-        raise
-
-
-def load_ruleset(
-    path: Path | str | None, *, slack_conn_id: str | None = None, smtp_conn_id: str | None = None
-) -> Ruleset:
-    """Load and validate the rules file; ``None`` returns :func:`default_ruleset`.
-
-    Raises :class:`~tasklens.exceptions.ConfigError` naming the file, the key and the fix.
-    """
-    if path is None:
-        return default_ruleset(slack_conn_id=slack_conn_id, smtp_conn_id=smtp_conn_id)
-    path = Path(path)
-    return parse_rules_text(read_rules_file(path), source=str(path), path=path, slack_conn_id=slack_conn_id,
-                            smtp_conn_id=smtp_conn_id)
