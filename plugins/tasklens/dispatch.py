@@ -47,6 +47,7 @@ from typing import Any
 
 from tasklens import config
 from tasklens.alerts import Notification
+from tasklens.background import BackgroundLoop
 from tasklens.channels import build_channel
 from tasklens.channels import channel_type as registered
 from tasklens.exceptions import DeliveryError
@@ -194,6 +195,8 @@ class Dispatcher:
         self.worker = worker or worker_name()
         self.limiter = RateLimiter(store)
         self.totals = DispatchReport()
+        # The first pass already prunes: api-servers may restart more often than hourly.
+        self._last_prune = float("-inf")
         self.last_error_by_channel: dict[str, str] = {}
 
     # -- helpers ---------------------------------------------------------------------------------------------
@@ -422,25 +425,29 @@ class Dispatcher:
         self, stop: threading.Event, *, interval_s: float, on_pass: Callable[[], None] | None = None
     ) -> None:
         """Pass after pass until ``stop`` is set; never raises (errors are logged and retried next pass)."""
-        last_prune = float("-inf")  # the first pass already prunes: api-servers may restart more often than hourly
         while not stop.is_set():
-            wait = interval_s
-            try:
-                self.run_once()
-                _STATE["last_pass_at"] = _iso(self.clock())
-                _STATE["last_pass_error"] = None
-                next_due = self.store.next_due()
-                if next_due is not None:
-                    wait = min(interval_s, max(0.05, (next_due - self.clock()).total_seconds()))
-                if time.monotonic() - last_prune > 3600:
-                    last_prune = time.monotonic()
-                    self._housekeeping()
-            except Exception as exc:
-                _STATE["last_pass_error"] = f"{type(exc).__name__}: {exc}"
-                log.warning("tasklens dispatcher pass failed; retrying in %.1fs", interval_s, exc_info=True)
-            if on_pass is not None:
-                on_pass()
-            stop.wait(wait)
+            stop.wait(self.background_pass(interval_s=interval_s, on_pass=on_pass))
+
+    def background_pass(self, *, interval_s: float, on_pass: Callable[[], None] | None = None) -> float:
+        """One pass of the background loop, then ``on_pass``; returns the seconds until the next pass is due (at
+        most ``interval_s``: sooner when a delivery comes due). Never raises."""
+        wait = interval_s
+        try:
+            self.run_once()
+            _STATE["last_pass_at"] = _iso(self.clock())
+            _STATE["last_pass_error"] = None
+            next_due = self.store.next_due()
+            if next_due is not None:
+                wait = min(interval_s, max(0.05, (next_due - self.clock()).total_seconds()))
+            if time.monotonic() - self._last_prune > 3600:
+                self._last_prune = time.monotonic()
+                self._housekeeping()
+        except Exception as exc:
+            _STATE["last_pass_error"] = f"{type(exc).__name__}: {exc}"
+            log.warning("tasklens dispatcher pass failed; retrying in %.1fs", interval_s, exc_info=True)
+        if on_pass is not None:
+            on_pass()
+        return wait
 
     def _housekeeping(self) -> None:
         days = config.retention_days()
@@ -469,8 +476,7 @@ def _redacted_traceback(exc: BaseException) -> str:
 # -- the background dispatcher of the api-server ----------------------------------------------------------------
 
 _STATE: dict[str, Any] = {"running": False, "last_pass_at": None, "last_pass_error": None, "worker": None}
-_thread: threading.Thread | None = None
-_stop: threading.Event | None = None
+_loop: BackgroundLoop | None = None
 _dispatcher: Dispatcher | None = None
 _lock = threading.Lock()
 
@@ -481,9 +487,9 @@ def start_background_dispatcher(
     """Start the dispatcher thread of this process (idempotent). Returns True when it is running.
 
     ``on_pass`` runs after every pass (the api-server ingests the spool there)."""
-    global _thread, _stop, _dispatcher
+    global _loop, _dispatcher
     with _lock:
-        if _thread is not None and _thread.is_alive():
+        if _loop is not None and _loop.running:
             return True
 
         try:
@@ -494,33 +500,30 @@ def start_background_dispatcher(
             log.warning("tasklens: the dispatcher could not start (store or configuration)", exc_info=True)
             _STATE["last_pass_error"] = "could not start; see the api-server log"  # noqa: S105 - not a secret
             return False
-        _dispatcher = Dispatcher(store, settings=settings)
-        _stop = threading.Event()
-        _thread = threading.Thread(
-            target=_dispatcher.run_forever, args=(_stop,), kwargs={"interval_s": interval, "on_pass": on_pass},
-            name="tasklens-dispatcher", daemon=True,
+        dispatcher = _dispatcher = Dispatcher(store, settings=settings)
+        _loop = BackgroundLoop(
+            "tasklens-dispatcher", lambda: dispatcher.background_pass(interval_s=interval, on_pass=on_pass),
+            interval_s=interval,
         )
-        _STATE.update(running=True, worker=_dispatcher.worker)
-        _thread.start()
+        _STATE.update(running=True, worker=dispatcher.worker)
+        _loop.start()
         return True
 
 
 def stop_background_dispatcher(timeout_s: float = 10.0) -> None:
     """Stop the dispatcher thread (waits up to ``timeout_s`` for the current pass)."""
-    global _thread, _stop
+    global _loop
     with _lock:
-        if _stop is not None:
-            _stop.set()
-        if _thread is not None:
-            _thread.join(timeout=timeout_s)
-        _thread = _stop = None
+        if _loop is not None:
+            _loop.stop(timeout_s)
+        _loop = None
         _STATE["running"] = False
 
 
 def dispatcher_state() -> dict[str, Any]:
     """The background dispatcher's state, for health checks (no alert content)."""
     state = dict(_STATE)
-    state["running"] = bool(_thread is not None and _thread.is_alive())
+    state["running"] = bool(_loop is not None and _loop.running)
     if _dispatcher is not None:
         state["messages_sent"] = _dispatcher.totals.messages_sent
         state["last_error_by_channel"] = dict(_dispatcher.last_error_by_channel)
