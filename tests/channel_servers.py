@@ -26,7 +26,7 @@ import urllib.parse
 import uuid
 from typing import Any
 
-from tests.sinks import Reply, free_port
+from tasklens.testing import Reply, free_port
 
 __all__ = ["ApiServer", "OpsgenieServer", "PagerDutyServer", "Reply", "TeamsServer", "WebhookReceiver"]
 

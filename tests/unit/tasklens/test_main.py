@@ -10,8 +10,8 @@ import pytest
 from tasklens import config
 from tasklens.__main__ import main
 from tasklens.store import HEAD_REVISION, get_store, reset_stores
-from tests.sinks import SlackSink, SmtpSink
-from tests.unit.test_store import make_alert, slack
+from tasklens.testing import SlackSink, SmtpSink
+from tests.unit.tasklens.test_store import make_alert, slack
 
 
 @pytest.fixture(autouse=True)

@@ -33,7 +33,8 @@ def test_runs_a_callable_job_and_emits_its_metrics(spark, gauges):  # noqa: F811
 
 def test_runs_a_job_given_as_import_path(spark, gauges):  # noqa: F811
     """Jobs may be named 'module:function' and are resolved when the task runs."""
-    op = SparkJobOperator(task_id="count", job="tests.unit.test_operators_spark:count_job", job_kwargs={"n": 5})
+    op = SparkJobOperator(task_id="count", job="tests.unit.tasklens.operators.test_spark:count_job",
+                          job_kwargs={"n": 5})
     assert op.execute(context={})["records_out"] == 5
 
 

@@ -26,7 +26,7 @@ from tasklens.alerts import Alert, AlertKind, Delivery, Severity
 from tasklens.store import Store, get_store, reset_stores
 
 XSS = "<script>alert('xss')</script>"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 
 
 class User(BaseUser):

@@ -26,7 +26,7 @@ def failed(**kwargs) -> TaskEvent:
 
 def test_failed_event_is_stored_with_routed_deliveries_and_nothing_is_sent_inline():
     """The alert stage writes the store only (delivery budget 0): one open alert, pending outbox rows."""
-    pipeline._raise_alerts(failed())
+    pipeline.handle(failed())
     store = get_store()
     (alert,) = store.list_alerts()
     assert alert["severity"] == "critical" and alert["rule"] == "task_failed"
@@ -37,10 +37,10 @@ def test_failed_event_is_stored_with_routed_deliveries_and_nothing_is_sent_inlin
 def test_success_after_failure_resolves_the_alert():
     """A later success of the task, as the api-server reads it from Airflow's records, resolves its open failure
     alert and queues a resolve notice; the success's own task process writes nothing."""
-    pipeline._raise_alerts(failed())
+    pipeline.handle(failed())
     success = TaskEvent(event="success", dag_id="etl", task_id="load", run_id="r2", duration_s=1.0,
                         end_date=datetime.now(timezone.utc).isoformat())
-    pipeline._raise_alerts(success)
+    pipeline.handle(success)
     store = get_store()
     assert store.list_alerts()[0]["status"] == "open" and [d["kind"] for d in store.deliveries()] == ["alert"]
     pipeline.record_settled_success(success, ())
@@ -51,7 +51,7 @@ def test_success_after_failure_resolves_the_alert():
 def test_a_success_read_late_does_not_resolve_a_newer_failure():
     """A success that ended before the alert's latest failure (read on a later pass) leaves the alert open."""
     ended_before = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
-    pipeline._raise_alerts(failed())
+    pipeline.handle(failed())
     pipeline.record_settled_success(TaskEvent(event="success", dag_id="etl", task_id="load", run_id="r0",
                                               duration_s=1.0, end_date=ended_before), ())
     assert get_store().list_alerts()[0]["status"] == "open"
@@ -60,7 +60,7 @@ def test_a_success_read_late_does_not_resolve_a_newer_failure():
 def test_running_event_does_not_touch_the_store(monkeypatch):
     """Task start: no rule reacts, so the store is never opened on that path."""
     monkeypatch.setattr("tasklens.store.get_store", lambda *a, **k: pytest.fail("store opened"))
-    pipeline._raise_alerts(TaskEvent(event="running", dag_id="etl", task_id="load", run_id="r1"))
+    pipeline.handle(TaskEvent(event="running", dag_id="etl", task_id="load", run_id="r1"))
 
 
 def test_handle_never_raises_when_the_store_is_unreachable(monkeypatch, tmp_path):

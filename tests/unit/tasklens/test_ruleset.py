@@ -12,7 +12,7 @@ from tasklens.alerts import AlertKind, Severity
 from tasklens.exceptions import ConfigError
 from tasklens.ruleset import load_ruleset, parse_duration
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "include" / "tasklens_rules.example.yml"
 CONNS = {"slack_conn_id": "test_slack", "smtp_conn_id": "test_smtp"}
 
@@ -492,7 +492,7 @@ def test_bad_channels_policies_and_version(tmp_path, text, key, problem):
 def test_make_run_local_rules_send_every_notified_alert_to_the_mail_sink():
     """`make run` without Slack routes warnings and criticals to the local SMTP sink's recipient."""
     from tasklens.routing import route
-    from tests.unit.test_store import make_alert
+    from tests.unit.tasklens.test_store import make_alert
 
     ruleset = load_ruleset(REPO / "include" / "tasklens_rules.local.yml", **CONNS)
     assert ruleset.channels["email"].to == ("oncall@localhost",)

@@ -112,8 +112,8 @@ def _task_event(event: str, task_id: str, run_id: str, duration_s: float | None 
 
 def test_success_resolves_its_own_task_only(alert_store):
     """One query decides whether a success has anything to resolve; it must not close another task's alert."""
-    pipeline._raise_alerts(_task_event("failed", "extract", "r1"))
-    pipeline._raise_alerts(_task_event("failed", "load", "r1"))
+    pipeline.handle(_task_event("failed", "extract", "r1"))
+    pipeline.handle(_task_event("failed", "load", "r1"))
     pipeline.record_settled_success(_settled("transform", "r2"), ())  # nothing of its own open
     assert {a["task_id"]: a["status"] for a in alert_store.list_alerts()} == {"extract": "open", "load": "open"}
 
@@ -139,8 +139,8 @@ def test_a_success_costs_the_task_no_store_io_and_the_api_server_checks_its_medi
     opened = []
     monkeypatch.setattr(tasklens.store, "get_store", lambda *a, **k: opened.append(1) or alert_store)
     for number in range(5):
-        pipeline._raise_alerts(_task_event("success", "load", f"short{number}", duration_s=30.0))
-    pipeline._raise_alerts(_task_event("success", "load", "long", duration_s=400.0))  # > 3 x median, > 5 min
+        pipeline.handle(_task_event("success", "load", f"short{number}", duration_s=30.0))
+    pipeline.handle(_task_event("success", "load", "long", duration_s=400.0))  # > 3 x median, > 5 min
     assert opened == [] and alert_store.list_alerts() == []
 
     pipeline.record_settled_success(_settled("load", "long", duration_s=400.0), (30.0,) * 5)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[2] / "plugins" / "tasklens"
+PACKAGE = Path(__file__).resolve().parents[3] / "plugins" / "tasklens"
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from tasklens import config
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 GOOD = "version: 1\nchannels:\n  pager:\n    type: email\n    to: [oncall@example.com]\n"
 
 

@@ -111,7 +111,8 @@ def test_business_event_with_an_unprintable_value_is_still_streamed(stream):
     """A business-event value whose ``__str__`` raises is written (as its repr), not dropped."""
     logs.write_business_event("odd", {"value": Unprintable(), "rows": 3}, None)
     [line] = read_lines(stream)
-    assert line["data"]["rows"] == 3 and line["data"]["value"].startswith("<tests.unit.test_logs.Unprintable object")
+    assert line["data"]["rows"] == 3
+    assert line["data"]["value"].startswith("<tests.unit.tasklens.test_logs.Unprintable object")
 
 
 def test_empty_events_path_turns_the_stream_off(tmp_path, monkeypatch):

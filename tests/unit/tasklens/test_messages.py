@@ -22,7 +22,7 @@ from tasklens.messages import (
 from tasklens.rules import custom_alert, evaluate_event, evaluate_metric
 from tasklens.ruleset import load_ruleset
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 BASE = "http://airflow.example.com"
 RULESET = load_ruleset(None, slack_conn_id="s", smtp_conn_id="e")
 

@@ -14,7 +14,7 @@ import yaml
 
 from tasklens import metrics
 
-MONITORING = Path(__file__).resolve().parents[2] / "include" / "monitoring"
+MONITORING = Path(__file__).resolve().parents[3] / "include" / "monitoring"
 MAPPING = MONITORING / "statsd_mapping.yml"
 RULES = MONITORING / "prometheus_rules.yml"
 DASHBOARD = MONITORING / "grafana" / "tasklens-dashboard.json"
