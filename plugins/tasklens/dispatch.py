@@ -55,10 +55,12 @@ from tasklens.redact import redact
 from tasklens.store import ClaimedDelivery, MarkResult, Store, get_store, worker_name
 
 __all__ = [
+    "ChannelConfig",
     "DispatchReport",
     "Dispatcher",
     "DispatcherSettings",
     "RateLimiter",
+    "channel_config_from_ruleset",
     "dispatcher_state",
     "start_background_dispatcher",
     "stop_background_dispatcher",
@@ -146,15 +148,12 @@ def channel_config_from_ruleset(name: str) -> ChannelConfig | None:
     except Exception:
         log.warning("tasklens: could not load the rules file; channel %r uses its defaults", name, exc_info=True)
         return None
-    channel = (getattr(ruleset, "channels", None) or {}).get(name)
+    channel = ruleset.channels.get(name)
     if channel is None:
         return None
-    if dataclasses.is_dataclass(channel):
-        options = dataclasses.asdict(channel)  # type: ignore[arg-type]
-    else:
-        options = dict(channel)
+    options = dataclasses.asdict(channel)
     rate = options.pop("rate_limit_per_s", None)
-    channel_type = str(options.pop("type", None) or options.pop("channel_type", None) or name)
+    channel_type = str(options.pop("type", None) or name)
     return ChannelConfig(type=channel_type, options=options, rate_per_s=float(rate) if rate is not None else None)
 
 

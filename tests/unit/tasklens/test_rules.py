@@ -15,13 +15,13 @@ from tasklens.rules import (
     dag_matches,
     evaluate_event,
     evaluate_metric,
-    format_duration,
     has_tag,
     on_event,
     on_state,
     rule_condition,
 )
 from tasklens.ruleset import Rule, load_ruleset
+from tasklens.text import format_duration
 
 CONNS = {"slack_conn_id": "s", "smtp_conn_id": "e"}
 
