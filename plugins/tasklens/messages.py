@@ -219,12 +219,13 @@ def _plain_finalize(value: Any) -> Any:
 
 
 def _fill(fmt: str, translated: str, variables: Mapping[str, Any]) -> Any:
-    """A translated text with its placeholders filled, each value escaped for ``fmt`` (never translated)."""
+    """A translated text with its placeholders filled, each value escaped for ``fmt`` (never translated). The
+    catalogue's own text is escaped too: a translation can never add markup."""
     if fmt == "slack":
         values = {key: _slack_finalize(value) for key, value in variables.items()}
         return _Mrkdwn(escape_mrkdwn(translated) % values)
     if fmt == "html":
-        return Markup(translated) % {k: "" if v is None else v for k, v in variables.items()}  # noqa: S704 - our catalogue text; values are escaped by %
+        return escape(translated) % {k: "" if v is None else v for k, v in variables.items()}
     return translated % {k: "" if v is None else v for k, v in variables.items()}
 
 
