@@ -5,7 +5,8 @@
 extracts every ``_("...")``/``ngettext(...)`` of ``plugins/tasklens/templates/*.j2`` and every ``tr.gettext``/
 ``gettext_noop`` of ``plugins/tasklens/messages.py`` (Babel's extractors) into ``locale/messages.pot``, then merges
 it into each ``locale/<locale>.po``: new strings arrive untranslated (``tests/unit/tasklens/test_i18n.py`` fails until
-each is translated), strings no template uses any more are dropped, translations are kept.
+each is translated), strings no template uses any more are dropped, translations are kept. Files are sorted and
+carry no line numbers, so edits elsewhere in a template never touch them.
 """
 
 from __future__ import annotations
@@ -39,15 +40,20 @@ def extract() -> Catalog:
 
 def main() -> int:
     template = extract()
+    if TEMPLATE.exists():  # same strings as before: keep the dates, so the files change only when the strings do
+        with TEMPLATE.open("rb") as handle:
+            previous = read_po(handle)
+        if {m.id for m in previous} == {m.id for m in template}:
+            template.creation_date = previous.creation_date
     with TEMPLATE.open("wb") as out:
-        write_po(out, template, width=120, omit_header=False, sort_output=True)
+        write_po(out, template, width=120, omit_header=False, sort_output=True, include_lineno=False)
     for po_path in sorted(LOCALE_DIR.glob("*.po")):
         with po_path.open("rb") as handle:
             catalog = read_po(handle, locale=po_path.stem, domain="tasklens")
         catalog.update(template, no_fuzzy_matching=True)
         catalog.obsolete.clear()
         with po_path.open("wb") as out:
-            write_po(out, catalog, width=120, sort_output=True, include_previous=False)
+            write_po(out, catalog, width=120, sort_output=True, include_previous=False, include_lineno=False)
         missing = [m.id for m in catalog if m.id and not all(m.string if isinstance(m.string, tuple) else [m.string])]
         print(f"{po_path.name}: {len(missing)} untranslated")
     print(f"{TEMPLATE.relative_to(PACKAGE.parents[1])}: {len(template)} strings")

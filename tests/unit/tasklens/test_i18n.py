@@ -324,5 +324,6 @@ def test_test_alert_speaks_the_channels_language(tmp_path, monkeypatch):
 
 def test_notification_language_fields_default_to_none():
     """Notifications built without a language (older callers, users' code) keep working."""
-    assert dataclasses.fields(Notification)[-2].name == "locale"
-    assert Notification(kind="alert", channel="c", items=()).locale is None
+    plain = Notification(kind="alert", channel="c", items=())
+    assert (plain.locale, plain.timezone) == (None, None)
+    assert dataclasses.replace(plain, locale="fr").locale == "fr"
