@@ -185,6 +185,13 @@ def test_without_a_locale_messages_stay_english_and_unchanged():
     assert "first seen January 1, 2025" in slack_text(english)
 
 
+def test_a_timezone_alone_keeps_english_words_with_local_dates():
+    """timezone without locale: English texts, dates written out in that zone."""
+    text = slack_text(render_slack(note(failure(), zone="America/New_York"), base_url=BASE, templates_dir=None))
+    assert "Task failed: etl.load" in text and "*Severity*\\ncritical" in text
+    assert "first seen January 1, 2025" in text and "9:00:00" in text and "EST" in text  # 14:00 UTC
+
+
 def test_user_data_is_never_translated():
     """Ids and exception text that happen to be catalogue words stay as the user wrote them."""
     alert = failure(dag_id="Severity", task_id="Failure", exception_type="Killed", exception_message="Duration",
