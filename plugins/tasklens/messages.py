@@ -130,13 +130,15 @@ _VALUE_NAMES = {
     "resolved": gettext_noop("resolved"),
     "muted": gettext_noop("muted"),
 }
-#: Built-in alert titles (``tasklens.rules``) by kind: shown in the reader's language when a locale is set.
-_KIND_TITLES = {
-    AlertKind.FAILURE: ("Task failed: ", gettext_noop("Task failed: %(task)s")),
-    AlertKind.RETRY: ("Task retrying: ", gettext_noop("Task retrying: %(task)s")),
-    AlertKind.KILLED: ("Task killed: ", gettext_noop("Task killed: %(task)s")),
-    AlertKind.DURATION: ("Task ran long: ", gettext_noop("Task ran long: %(task)s")),
-}
+#: The titles ``tasklens.rules`` gives built-in alerts (English prefix, catalogue message): shown in the reader's
+#: language when a locale is set.
+_BUILTIN_TITLES = (
+    ("Task failed: ", gettext_noop("Task failed: %(task)s")),
+    ("Task retrying: ", gettext_noop("Task retrying: %(task)s")),
+    ("Task killed: ", gettext_noop("Task killed: %(task)s")),
+    ("Task killed (will retry): ", gettext_noop("Task killed (will retry): %(task)s")),
+    ("Task ran long: ", gettext_noop("Task ran long: %(task)s")),
+)
 
 
 # --------------------------------------------------------------------------- text safety
@@ -470,9 +472,12 @@ def _traceback_field(value: Any) -> str | None:
 
 def _title(alert: Alert, task: str, tr: Localizer) -> str:
     """The alert's title; a built-in one (``Task failed: etl.load``) in the reader's language."""
-    english = _KIND_TITLES.get(alert.kind)
-    if tr.localized and english and alert.title == f"{english[0]}{alert.dag_id}.{task}":
-        return tr.gettext(english[1]) % {"task": f"{alert.dag_id}.{task}"}
+    if not tr.localized or alert.kind is AlertKind.CUSTOM:  # a custom alert's title is the user's own text
+        return alert.title
+    name = f"{alert.dag_id}.{task}"
+    for prefix, message in _BUILTIN_TITLES:
+        if alert.title == prefix + name:
+            return tr.gettext(message) % {"task": name}
     return alert.title
 
 

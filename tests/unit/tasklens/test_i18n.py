@@ -192,6 +192,17 @@ def test_a_timezone_alone_keeps_english_words_with_local_dates():
     assert "first seen January 1, 2025" in text and "9:00:00" in text and "EST" in text  # 14:00 UTC
 
 
+def test_built_in_titles_are_translated_but_custom_titles_are_not():
+    """A killed-and-retrying title reads in Spanish in a digest line; a custom alert's title stays the user's own."""
+    killed = failure(kind=AlertKind.KILLED, title="Task killed (will retry): etl.load")
+    custom = failure(kind=AlertKind.CUSTOM, rule="custom", title="Task failed: etl.load", task_id="load")
+    items = tuple(AlertSnapshot(id=i, alert=a, status=Status.OPEN, occurrences=1, first_seen="", last_seen="")
+                  for i, a in enumerate((killed, custom)))
+    notification = Notification(kind="digest", channel="slack", items=items, locale="es")
+    text = slack_text(render_slack(notification, base_url=BASE, templates_dir=None))
+    assert "Tarea terminada a la fuerza (se reintentará): etl.load" in text and "*Task failed: etl.load*" in text
+
+
 def test_user_data_is_never_translated():
     """Ids and exception text that happen to be catalogue words stay as the user wrote them."""
     alert = failure(dag_id="Severity", task_id="Failure", exception_type="Killed", exception_message="Duration",
