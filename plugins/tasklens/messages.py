@@ -481,6 +481,36 @@ def _title(alert: Alert, task: str, tr: Localizer) -> str:
     return alert.title
 
 
+def _summary(alert: Alert, first_line: str, tr: Localizer) -> str:
+    """The alert's summary; for built-in retry, duration and killed alerts, rebuilt from its data in the reader's
+    language (``tasklens.rules`` writes them in English)."""
+    data = alert.data or {}
+    if not tr.localized:
+        return alert.summary
+    if alert.kind is AlertKind.RETRY and data.get("retry_number"):
+        number = f"{data['retry_number']}/{data['retries']}" if data.get("retries") else str(data["retry_number"])
+        text = tr.gettext("retry %(number)s") % {"number": number}
+        if data.get("next_retry_at"):
+            text += ", " + tr.gettext("at %(when)s") % {"when": tr.datetime(data["next_retry_at"])}
+        cause = first_line or safe_text(data.get("reason") or "")
+        return f"{text} · {alert.exception_type or tr.gettext('Failure')}: {cause}"
+    if alert.kind is AlertKind.DURATION and isinstance(data.get("duration_s"), (int, float)):
+        parts = [tr.gettext("ran %(duration)s") % {"duration": tr.duration(data["duration_s"], format_duration)}]
+        if isinstance(data.get("max_duration_s"), (int, float)):
+            limit = tr.duration(data["max_duration_s"], format_duration)
+            parts.append(tr.gettext("limit %(limit)s") % {"limit": limit})
+        median = data.get("median_s")
+        if isinstance(median, (int, float)) and median > 0:
+            factor = tr.number(round(data["duration_s"] / median, 1))
+            median_text = tr.duration(median, format_duration)
+            recent = tr.gettext("%(factor)s× its recent median of %(median)s")
+            parts.append(recent % {"factor": factor, "median": median_text})
+        return " · ".join(parts)
+    if alert.kind is AlertKind.KILLED and alert.summary.startswith("killed: "):
+        return tr.gettext("killed: %(reason)s") % {"reason": alert.summary[len("killed: "):]}
+    return alert.summary
+
+
 def _alert_view(alert: Alert, tr: Localizer | None = None) -> dict[str, Any]:
     data = dict(alert.data or {})
     traceback = data.pop("traceback", None)
@@ -501,7 +531,7 @@ def _alert_view(alert: Alert, tr: Localizer | None = None) -> dict[str, Any]:
             try_label += f"/{alert.max_tries + 1}"
     return {
         "title": _text_field(_title(alert, task, tr or localizer()), 500) or "",
-        "summary": _text_field(alert.summary, 1000) or "",
+        "summary": _text_field(_summary(alert, first, tr or localizer()), 1000) or "",
         "rule": safe_text(alert.rule),
         "kind": alert.kind.value,
         "severity": alert.severity.value,

@@ -172,6 +172,23 @@ def test_durations_and_numbers_follow_the_locale():
     assert "lief 5 Minuten · Limit 60 Sekunden · das 3,3-Fache des jüngsten Medians (2 Minuten)" in text
 
 
+def test_retry_and_killed_summaries_are_rebuilt_in_the_readers_language():
+    """The English summaries tasklens.rules writes are rebuilt from data: a French retry at Paris time, a French
+    kill reason; the exception text in them stays as raised, escaped."""
+    retry = failure(kind=AlertKind.RETRY, title="Task retrying: etl.load", exception_message="<!here> quota",
+                    summary="retry 2/4 at 14:05 UTC after ValueError: <!here> quota",
+                    data={"retry_number": 2, "retries": 4, "next_retry_at": "2025-01-01T14:05:00+00:00"})
+    text = slack_text(render_slack(note(retry, locale="fr", zone="Europe/Paris"), base_url=BASE, templates_dir=None))
+    assert "*Nouvelle tentative*: tentative 2/4, prévue le 1 janvier 2025" in text and "15:05:00" in text
+    assert "ValueError: &lt;!here&gt; quota" in text and "retry 2/4 at" not in text
+    killed = failure(kind=AlertKind.KILLED, title="Task killed: etl.load", summary="killed: SIGKILL (OOM?)")
+    items = tuple(AlertSnapshot(id=i, alert=a, status=Status.OPEN, occurrences=1, first_seen="", last_seen="")
+                  for i, a in enumerate((killed, retry)))
+    digest = slack_text(render_slack(Notification(kind="digest", channel="slack", items=items, locale="fr"),
+                                     base_url=BASE, templates_dir=None))
+    assert "Tâche arrêtée de force\u00a0: etl.load* · arrêt forcé\u00a0: SIGKILL (OOM?)" in digest
+
+
 def test_without_a_locale_messages_stay_english_and_unchanged():
     """No locale or timezone: English words, ISO timestamps, the same bytes as a notification made before locales
     existed; locale en changes only the dates."""
