@@ -8,6 +8,8 @@ import email.policy
 import json
 import logging
 import re
+import subprocess
+import sys
 
 import pytest
 from babel.messages.pofile import read_po
@@ -302,6 +304,18 @@ def test_check_config_reports_an_unknown_locale(tmp_path, monkeypatch, capsys):
         config.reset()
     out = capsys.readouterr().out
     assert "rules.yml" in out and "routes[0].locale" in out and "de, en, es, fr, ja, pt_BR, zh_Hans" in out
+
+
+def test_checking_a_locale_loads_no_babel():
+    """Task processes read the rules file: validating `locale:` there must not import Babel (~50 ms)."""
+    code = (
+        "import sys\n"
+        "from tasklens.ruleset import parse_rules_text\n"
+        "parse_rules_text('routes:\\n  - {channels: [slack], locale: fr, timezone: Europe/Paris}\\n')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'babel'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
 # --------------------------------------------------------------------------- through the store and dispatcher
