@@ -300,7 +300,7 @@ class WebhookReceiver(ApiServer):
 
 class SlackApiServer(ApiServer):
     """Slack's Web API for a bot token (``Authorization: Bearer xoxb-...``): ``chat.postMessage`` (answers the
-    channel id and the message ``ts``), ``chat.update``, ``chat.postEphemeral`` and ``users.info`` (GET, the
+    channel id and the message ``ts``), ``chat.update``, ``chat.postEphemeral`` and ``users.info`` (a form, the
     profile's email from :attr:`users`). Every answer is HTTP 200 with ``ok`` true or false, as Slack's are.
 
     ``messages``: ``{ts: message}`` as a person in the channel sees them (updates applied); ``ephemerals``: what
@@ -329,7 +329,8 @@ class SlackApiServer(ApiServer):
         if auth != f"Bearer {self.token}":
             return 200, {}, {"ok": False, "error": "invalid_auth"}
         method = path.rsplit("/", 1)[-1]
-        body = _json(raw) if raw else dict(query)
+        form = "x-www-form-urlencoded" in next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+        body = dict(urllib.parse.parse_qsl(raw.decode())) if form else _json(raw) if raw else dict(query)
         if not isinstance(body, dict):
             return 200, {}, {"ok": False, "error": "invalid_json"}
         if method == "users.info":
