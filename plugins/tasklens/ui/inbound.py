@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
+from fastapi import HTTPException, Request, status
 
 from tasklens import config
 from tasklens.store import Store, alerts_table
@@ -25,6 +26,7 @@ __all__ = [
     "conn_ids_for",
     "connection_extra",
     "open_alert_id",
+    "read_body",
     "verify_pagerduty_signature",
     "verify_shared_secret",
     "verify_slack_signature",
@@ -104,3 +106,15 @@ def open_alert_id(store: Store, fingerprint: str) -> int | None:
     with store.engine.connect() as conn:
         found = conn.execute(sa.select(alerts_table.c.id).where(alerts_table.c.open_key == fingerprint)).scalar()
     return int(found) if found is not None else None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it grows past ``limit`` bytes (before it is all in memory)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "payload too large")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -32,6 +32,7 @@ from tasklens.ui.inbound import (
     conn_ids_for,
     connection_extra,
     open_alert_id,
+    read_body,
     verify_pagerduty_signature,
     verify_shared_secret,
 )
@@ -110,18 +111,11 @@ def _opsgenie(request: Request, body: bytes) -> dict[str, Any]:
     return {"result": apply("opsgenie", str(fingerprint), action, who)}
 
 
-async def _body(request: Request) -> bytes:
-    body = await request.body()
-    if len(body) > _MAX_BODY:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "payload too large")
-    return body
-
-
 @router.post(PAGERDUTY_PATH, summary="PagerDuty webhook v3: incident acknowledged/resolved (signed)")
 async def pagerduty_webhook(request: Request) -> dict[str, Any]:
-    return await run_in_threadpool(_pagerduty, request, await _body(request))
+    return await run_in_threadpool(_pagerduty, request, await read_body(request, _MAX_BODY))
 
 
 @router.post(OPSGENIE_PATH, summary="Opsgenie webhook: alert acknowledged/closed (shared secret header)")
 async def opsgenie_webhook(request: Request) -> dict[str, Any]:
-    return await run_in_threadpool(_opsgenie, request, await _body(request))
+    return await run_in_threadpool(_opsgenie, request, await read_body(request, _MAX_BODY))

@@ -44,7 +44,7 @@ from tasklens.exceptions import DeliveryError
 from tasklens.messages import escape_mrkdwn
 from tasklens.store import get_store
 from tasklens.ui import auth
-from tasklens.ui.inbound import conn_ids_for, verify_slack_signature
+from tasklens.ui.inbound import conn_ids_for, read_body, verify_slack_signature
 
 __all__ = ["ACTIONS_PATH", "airflow_user_for_email", "router", "updated_message"]
 
@@ -123,7 +123,8 @@ def _verified_app(request: Request, body: bytes) -> SlackApp:
 
 
 def _refuse(app: SlackApp, payload: dict[str, Any], code: int, text: str) -> JSONResponse:
-    """Tell the clicking user why (ephemeral: only they see it), and answer ``code``."""
+    """Tell the clicking user why (ephemeral: only they see it), and answer ``code`` (200 when there is simply
+    nothing to do: Slack marks a click whose request failed with a warning)."""
     channel_id = (payload.get("channel") or {}).get("id") or (payload.get("container") or {}).get("channel_id")
     user_id = (payload.get("user") or {}).get("id")
     if channel_id and user_id:
@@ -155,7 +156,7 @@ def _handle(request: Request, body: bytes) -> JSONResponse:
     store = get_store()
     row = store.get_alert(alert_id)
     if row is None:
-        return _refuse(app, payload, status.HTTP_404_NOT_FOUND, f"tasklens alert {alert_id} no longer exists.")
+        return _refuse(app, payload, status.HTTP_200_OK, f"tasklens alert {alert_id} no longer exists.")
     extra = app.extra()
     try:
         email_address = app.user_email(user_id)
@@ -183,7 +184,7 @@ def _handle(request: Request, body: bytes) -> JSONResponse:
         changed = store.resolve(alert_id, by=by)
     if not changed:
         current = store.get_alert(alert_id) or row
-        return _refuse(app, payload, status.HTTP_409_CONFLICT,
+        return _refuse(app, payload, status.HTTP_200_OK,
                        f"tasklens alert {alert_id} is {current['status']} already; nothing changed.")
     log.info("tasklens: alert %s %s by %s via Slack", alert_id, _NEW_STATUS[action], who)
     container = payload.get("container") or {}
@@ -201,7 +202,4 @@ def _handle(request: Request, body: bytes) -> JSONResponse:
 
 @router.post(ACTIONS_PATH, summary="Slack interactivity: the Acknowledge / Mute 1 h / Resolve buttons (Slack-signed)")
 async def slack_actions(request: Request) -> JSONResponse:
-    body = await request.body()
-    if len(body) > _MAX_BODY:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "payload too large")
-    return await run_in_threadpool(_handle, request, body)
+    return await run_in_threadpool(_handle, request, await read_body(request, _MAX_BODY))
