@@ -169,7 +169,8 @@ def _handle(request: Request, body: bytes) -> JSONResponse:
                        "tasklens does not know you as an Airflow user (no Airflow user has your Slack email), so "
                        "it cannot act on your behalf. Ask an Airflow admin to map you.")
     try:
-        auth.require_dag_access(request, user, row["dag_id"], "PUT")
+        for method in ("GET", "PUT"):  # as the UI's actions: read the alert, then edit the DAG's task instances
+            auth.require_dag_access(request, user, row["dag_id"], method)
     except HTTPException:
         return _refuse(app, payload, status.HTTP_403_FORBIDDEN,
                        f"You may not change alerts of DAG {row['dag_id']}: your Airflow user cannot edit its task "
