@@ -121,7 +121,9 @@ def test_a_missing_template_string_fails_the_check(tmp_path, monkeypatch):
     """The completeness check is real: a template with a new word is reported as missing from every catalogue."""
     package = tmp_path / "tasklens"
     (package / "templates").mkdir(parents=True)
-    (package / "messages.py").write_text("")
+    for name in update_catalogues._PYTHON_SOURCES:
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text("")
     (package / "templates" / "new_kind.j2").write_text('{% block headline %}{{ _("Brand new words") }}{% endblock %}')
     monkeypatch.setattr(update_catalogues, "PACKAGE", package)
     extracted = {m.id for m in update_catalogues.extract() if m.id}
@@ -220,6 +222,25 @@ def test_built_in_titles_are_translated_but_custom_titles_are_not():
     notification = Notification(kind="digest", channel="slack", items=items, locale="es")
     text = slack_text(render_slack(notification, base_url=BASE, templates_dir=None))
     assert "Tarea terminada a la fuerza (se reintentará): etl.load" in text and "*Task failed: etl.load*" in text
+
+
+def test_slack_action_buttons_speak_the_messages_language():
+    """Acknowledge / Mute 1 h / Resolve (and Resolve's confirmation) read in French on a French message and stay
+    English on a message without a locale; their action ids never change."""
+    from tasklens.channels.slack import with_action_buttons
+
+    def buttons(notification):
+        body = with_action_buttons(render_slack(notification, base_url=BASE, templates_dir=None), notification)
+        (actions,) = [block for block in body["blocks"] if block["type"] == "actions"]
+        return [e for e in actions["elements"] if e["action_id"].startswith("tasklens-") and "value" in e]
+
+    french = buttons(note(failure(), locale="fr"))
+    assert [b["text"]["text"] for b in french] == ["Acquitter", "Sourdine 1 h", "Résoudre"]
+    assert french[2]["confirm"]["title"]["text"] == "Résoudre cette alerte\u00a0?"
+    assert french[2]["confirm"]["deny"]["text"] == "Annuler"
+    english = buttons(note(failure()))
+    assert [b["text"]["text"] for b in english] == ["Acknowledge", "Mute 1 h", "Resolve"]
+    assert [b["action_id"] for b in french] == [b["action_id"] for b in english]
 
 
 def test_user_data_is_never_translated():
