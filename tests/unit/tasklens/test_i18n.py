@@ -243,6 +243,19 @@ def test_slack_action_buttons_speak_the_messages_language():
     assert [b["action_id"] for b in french] == [b["action_id"] for b in english]
 
 
+def test_an_override_template_can_use_the_catalogues(tmp_path):
+    """A template in templates_dir may call _() and {% trans %}: catalogue words are translated, its own stay."""
+    (tmp_path / "failure.j2").write_text(
+        '{% block headline %}{{ _("Task failed: %(task)s", task=alert.task) }} (team data){% endblock %}\n'
+        "{% block body %}{% trans reason=alert.exception_first_line %}Reason: {{ reason }}{% endtrans %}"
+        "{% endblock %}\n"
+    )
+    payload = render_slack(note(failure(exception_message="<!channel> x"), locale="de"), base_url=BASE,
+                           templates_dir=tmp_path)
+    assert payload["blocks"][0]["text"]["text"] == ":red_circle: Task fehlgeschlagen: load (team data)"
+    assert payload["blocks"][1]["text"]["text"] == "Grund: &lt;!channel&gt; x"
+
+
 def test_user_data_is_never_translated():
     """Ids and exception text that happen to be catalogue words stay as the user wrote them."""
     alert = failure(dag_id="Severity", task_id="Failure", exception_type="Killed", exception_message="Duration",
