@@ -120,3 +120,8 @@ class Notification:
     #: The same on every send of this message (derived from its deliveries): channels that take an idempotency
     #: key pass it on (email: Message-ID), so a message sent again after a dispatcher crash can be recognised.
     idempotency_key: str | None = None
+    #: Set when ``items`` are members of one incident (``tasklens.incident_store.Incident.view``): the message names
+    #: the incident and counts the members it does not list.
+    incident: Mapping[str, Any] | None = None
+    #: The channel's own id of an earlier message to reply under (a Slack thread's ``ts``).
+    thread: str | None = None

@@ -39,6 +39,8 @@ __all__ = [
     "events_max_bytes",
     "events_path",
     "http_timeout_s",
+    "incident_update_interval_s",
+    "incident_window_s",
     "last_good_rules_path",
     "problems",
     "reconcile_enabled",
@@ -239,6 +241,20 @@ def retention_days() -> float:
 @_cache
 def dispatch_interval_s() -> float:
     return _as_float("dispatch_interval_s", 1.0, minimum=0.05)
+
+
+@_cache
+def incident_window_s() -> float:
+    """Failures this close in time that share a signature or a dependency form one incident; 0 turns incidents
+    off (default 900 s)."""
+    return _as_float("incident_window_s", 900.0)
+
+
+@_cache
+def incident_update_interval_s() -> float:
+    """Least time between two messages of one incident on one channel: later members wait and go out together
+    (default 60 s)."""
+    return _as_float("incident_update_interval_s", 60.0)
 
 
 @_cache

@@ -58,6 +58,7 @@ TEMPLATE_NAMES = (
     "custom",
     "resolve",
     "digest",
+    "incident",
     "escalation",
     "ml_model_drift",
     "data_quality",
@@ -468,6 +469,7 @@ def _context(notification: Notification, items: list[dict[str, Any]], fmt: str, 
         "run_id": first["alert"].get("run_id", ""),
         "fmt": fmt,
         "base_url": base_url,
+        "incident": dict(notification.incident or {}),
         **_helpers(fmt, base_url),
     }
 
@@ -487,6 +489,8 @@ def _rendered(notification: Notification, fmt: str, base_url: str, override: str
     many = len(items) > 1
     if notification.kind in ("alert", "test") and many:
         names = ["digest"]
+    if notification.incident:
+        names, many = ["incident"], True  # members are listed even when this message carries one
     headline = _render_block(fmt, override, names, "headline", context)
     body = _render_block(fmt, override, names, "body", context)
     lines: list[str] = []

@@ -58,7 +58,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The newest migration in ``tasklens/migrations/versions``; a unit test keeps the two in step.
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 VERSION_TABLE = "tasklens_alembic_version"
 DELIVERY_STATES = ("pending", "sent", "failed", "dead")
 #: Seconds one store call may wait for a lock, a connection or a statement (``[tasklens] store_timeout_s``).

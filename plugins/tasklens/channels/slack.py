@@ -125,16 +125,20 @@ class SlackChannel:
     def render(self, notification: Notification) -> dict[str, Any]:
         return dict(messages.render_slack(notification, base_url=config.base_url()))
 
-    def send(self, notification: Notification, *, timeout_s: float | None = None) -> None:
-        """Post ``notification``; raises :class:`DeliveryError` saying what went wrong."""
-        self.post(self.render(notification), timeout_s=timeout_s)
+    def send(self, notification: Notification, *, timeout_s: float | None = None) -> str | None:
+        """Post ``notification``; raises :class:`DeliveryError` saying what went wrong. Returns the message's
+        ``ts`` with a bot-token connection (an incident's later messages reply in its thread), else None."""
+        body = self.render(notification)
+        if notification.thread:
+            body["thread_ts"] = notification.thread  # bot tokens only: incoming webhooks ignore it
+        return self.post(body, timeout_s=timeout_s)
 
-    def post(self, body: Mapping[str, Any], *, timeout_s: float | None = None) -> None:
+    def post(self, body: Mapping[str, Any], *, timeout_s: float | None = None) -> str | None:
         timeout = timeout_s if timeout_s is not None else config.http_timeout_s()
         conn = self._connection()
         secrets = _secrets_of(conn)
         if str(conn.conn_type or "slackwebhook") == "slack":
-            self._post_api(body, timeout, secrets)
+            return self._post_api(body, timeout, secrets)
         else:
             if not (conn.password or "").strip():
                 raise DeliveryError(
@@ -144,6 +148,7 @@ class SlackChannel:
                     secrets=secrets,
                 )
             self._post_webhook(body, timeout, secrets)
+            return None
 
     def _connection(self) -> Any:
         """The channel's connection. Any failure to read it is retryable: Airflow reports a secrets backend or
@@ -196,7 +201,7 @@ class SlackChannel:
         if response.status_code != 200:
             raise classify_status(response.status_code, response.body, response.headers)
 
-    def _post_api(self, body: Mapping[str, Any], timeout: float, secrets: tuple[str | None, ...]) -> None:
+    def _post_api(self, body: Mapping[str, Any], timeout: float, secrets: tuple[str | None, ...]) -> str | None:
         from airflow.providers.slack.hooks.slack import SlackHook  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
         from slack_sdk.errors import SlackApiError  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
 
@@ -212,7 +217,7 @@ class SlackChannel:
         except Exception as exc:
             raise self._client_error(exc, secrets) from None
         try:
-            client.chat_postMessage(channel=self.slack_channel, **dict(body))
+            response = client.chat_postMessage(channel=self.slack_channel, **dict(body))
         except SlackApiError as exc:
             response = exc.response
             raise classify_status(response.status_code, response.data, response.headers) from None
@@ -224,6 +229,8 @@ class SlackChannel:
                 retryable=False,
                 secrets=secrets,
             ) from None
+        ts = response.get("ts") if hasattr(response, "get") else None
+        return str(ts) if ts else None
 
 
 def _redacted(url: str) -> str:
