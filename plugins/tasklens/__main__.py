@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from tasklens import config, configcheck, pipeline
+from tasklens import cascades, config, configcheck, pipeline
 from tasklens.alerts import Alert, AlertKind, AlertSnapshot, Notification, Severity, Status
 from tasklens.channels import build_channel
 from tasklens.exceptions import ConfigError, DeliveryError, TasklensError
@@ -134,7 +134,8 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     try:
         store = get_store()
         store.ensure_schema()
-        dispatcher = Dispatcher(store, settings=DispatcherSettings.from_config())
+        dispatcher = Dispatcher(store, settings=DispatcherSettings.from_config(),
+                                attribute_cascades=cascades.attribute)
     except TasklensError as exc:
         _print(f"tasklens dispatch: ERROR: {exc}")
         return 1

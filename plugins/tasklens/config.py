@@ -29,6 +29,7 @@ __all__ = [
     "ConfigProblem",
     "airflow_home",
     "base_url",
+    "cascade_wait_s",
     "config_check_interval_s",
     "default_retry_preset",
     "delivery_max_age_s",
@@ -241,6 +242,13 @@ def retention_days() -> float:
 @_cache
 def dispatch_interval_s() -> float:
     return _as_float("dispatch_interval_s", 1.0, minimum=0.05)
+
+
+@_cache
+def cascade_wait_s() -> float:
+    """How long a failure's message may wait for the scheduler to mark its downstream ``upstream_failed`` (the
+    message names them); default 15 s."""
+    return _as_float("cascade_wait_s", 15.0)
 
 
 @_cache

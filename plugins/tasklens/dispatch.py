@@ -45,8 +45,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from tasklens import config
-from tasklens.alerts import Notification
+from tasklens import cascades, config
+from tasklens.alerts import AlertSnapshot, Notification
 from tasklens.channels import build_channel
 from tasklens.channels import channel_type as registered
 from tasklens.exceptions import DeliveryError
@@ -183,6 +183,7 @@ class Dispatcher:
         channel_factory: Callable[[str, str, Mapping[str, Any]], Any] = _build_channel,
         base_url: str | None = None,
         worker: str | None = None,
+        attribute_cascades: Callable[[tuple[AlertSnapshot, ...]], cascades.Attribution] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings or DispatcherSettings()
@@ -195,6 +196,8 @@ class Dispatcher:
         self.worker = worker or worker_name()
         self.limiter = RateLimiter(store)
         self.incidents = IncidentDispatch(store)
+        #: Adds what each failure stopped from running (``tasklens.cascades.attribute``; needs Airflow's DB).
+        self.attribute_cascades = attribute_cascades
         self.totals = DispatchReport()
         self.last_error_by_channel: dict[str, str] = {}
 
@@ -373,6 +376,15 @@ class Dispatcher:
             items = tuple(snapshots[m.alert_id] for m in members if m.alert_id in snapshots)
             # One alert stored twice in a group (a repeat next to the alert) is shown once.
             unique = tuple({item.id: item for item in items}.values())
+            if self.attribute_cascades is not None and kind == "alert":
+                attribution = self.attribute_cascades(unique)
+                waited_s = (now - min(m.created_at for m in members)).total_seconds()
+                if not attribution.settled and waited_s < config.cascade_wait_s():
+                    # The scheduler is still marking the failure's downstream upstream_failed: name them all.
+                    result = self.store.release(ids, token=token, next_attempt_at=now + timedelta(seconds=1))
+                    report.deferred += len(result.marked)
+                    return
+                unique = attribution.items
             message_kind = "digest" if kind == "alert" and len(unique) > 1 else kind
             incident = self.incidents.message_fields(channel, members, min(len(unique), self.settings.digest_max_items),
                                                      len(unique))
@@ -528,7 +540,7 @@ def start_background_dispatcher(
             log.warning("tasklens: the dispatcher could not start (store or configuration)", exc_info=True)
             _STATE["last_pass_error"] = "could not start; see the api-server log"  # noqa: S105 - not a secret
             return False
-        _dispatcher = Dispatcher(store, settings=settings)
+        _dispatcher = Dispatcher(store, settings=settings, attribute_cascades=cascades.attribute)
         _stop = threading.Event()
         _thread = threading.Thread(
             target=_dispatcher.run_forever, args=(_stop,), kwargs={"interval_s": interval, "on_pass": on_pass},

@@ -404,7 +404,30 @@ def _alert_view(alert: Alert) -> dict[str, Any]:
         "labels": _redact(_bounded(dict(alert.labels or {}), 500)),
         "data": view_data,
         "occurred_at": safe_text(alert.occurred_at),
+        "cascade": _cascade_text(data),
     }
+
+
+def _names(values: Sequence[Any], total: int) -> str:
+    """``"a, b and c"``, or ``"a, b, c and 17 more"`` when ``total`` exceeds the names given."""
+    names = [safe_text(v) for v in values]
+    if total > len(names):
+        return f"{', '.join(names)} and {total - len(names):,} more"
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _cascade_text(data: Mapping[str, Any]) -> str:
+    """What a failure stopped from running (``tasklens.cascades``): "Not run (upstream failed): a, b. x and y will
+    not run." or ""."""
+    parts = []
+    not_run = data.get("upstream_failed") or []
+    if isinstance(not_run, list) and not_run:
+        total = data.get("upstream_failed_count")
+        parts.append(f"Not run (upstream failed): {_names(not_run, total if isinstance(total, int) else 0)}.")
+    dags = data.get("will_not_run") or []
+    if isinstance(dags, list) and dags:
+        parts.append(f"{_names(dags, 0)} will not run.")
+    return " ".join(parts)
 
 
 def _item_view(snapshot: AlertSnapshot, base_url: str) -> dict[str, Any]:
