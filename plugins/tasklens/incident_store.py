@@ -18,7 +18,9 @@ import sqlalchemy as sa
 
 from tasklens.alerts import Status
 from tasklens.incidents import Correlation, correlation_of, headline, title_of
-from tasklens.store import Store, UTCDateTime, _insert_or_skip, alerts_table, leases_table, metadata
+from tasklens.store import Store, alerts_table, leases_table, metadata
+from tasklens.store.engine import _insert_or_skip
+from tasklens.store.schema import UTCDateTime
 
 __all__ = [
     "Incident",

@@ -278,7 +278,7 @@ def _alembic_config(url: str) -> Any:
     import tasklens.store
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(tasklens.store.__file__).parent / "migrations"))
+    cfg.set_main_option("script_location", str(tasklens.store.MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", url)
     return cfg
 

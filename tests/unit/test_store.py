@@ -413,13 +413,11 @@ def test_migrations_are_idempotent_and_match_the_models(tmp_path):
 
 def test_head_revision_constant_matches_the_migration_scripts():
     """store.HEAD_REVISION (the cheap schema check) is the newest Alembic revision."""
-    from pathlib import Path
-
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(store_module.__file__).parent / "migrations"))
+    cfg.set_main_option("script_location", str(store_module.MIGRATIONS_DIR))
     assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD_REVISION
 
 
