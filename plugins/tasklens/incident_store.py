@@ -340,3 +340,65 @@ def resolve(store: Store, incident_id: int, *, by: str) -> int:
     changed = sum(1 for alert_id in member_alert_ids(store, incident_id) if store.resolve(alert_id, by=by))
     mark_resolved(store, incident_id, at=store.clock())
     return changed
+
+
+def trends(store: Store, *, dag_ids: Sequence[str] | None, since: datetime, limit: int = 20_000) -> dict[str, Any]:
+    """MTTA and MTTR (seconds) per DAG and per owner, the noisiest fingerprints and failures by class per day, over
+    the alerts first seen since ``since`` (at most ``limit`` of the newest; ``dag_ids`` = the readable DAGs)."""
+    a = alerts_table.c
+    query = (sa.select(a.dag_id, a.fingerprint, a.title, a.kind, a.occurrences, a.first_seen, a.acked_at,
+                       a.resolved_at, a.labels)
+             .where(a.first_seen >= since).order_by(a.first_seen.desc()).limit(limit))
+    if dag_ids is not None:
+        query = query.where(a.dag_id.in_(list(dag_ids)))
+    with store.engine.execution_options(tasklens_read_only=True).begin() as conn:
+        rows = conn.execute(query).mappings().all()
+    by_dag: dict[str, dict[str, list[float]]] = {}
+    by_owner: dict[str, dict[str, list[float]]] = {}
+    noisy: dict[str, dict[str, Any]] = {}
+    classes: dict[str, dict[str, int]] = {}
+    for row in rows:
+        labels = row["labels"] or {}
+        for bucket in (by_dag.setdefault(row["dag_id"], {"tta": [], "ttr": []}),
+                       *(by_owner.setdefault(owner.strip(), {"tta": [], "ttr": []})
+                         for owner in str(labels.get("owner") or "unknown").split(",") if owner.strip())):
+            if row["acked_at"] is not None:
+                bucket["tta"].append((row["acked_at"] - row["first_seen"]).total_seconds())
+            if row["resolved_at"] is not None:
+                bucket["ttr"].append((row["resolved_at"] - row["first_seen"]).total_seconds())
+        entry = noisy.setdefault(row["fingerprint"], {"fingerprint": row["fingerprint"], "title": row["title"],
+                                                      "dag_id": row["dag_id"], "occurrences": 0})
+        entry["occurrences"] += int(row["occurrences"] or 0)
+        if row["kind"] in ("failure", "killed"):
+            day = classes.setdefault(row["first_seen"].date().isoformat(), {})
+            failure_class = str(labels.get("failure_class") or "unclassified")
+            day[failure_class] = day.get(failure_class, 0) + 1
+
+    def means(groups: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]]:
+        def mean(values: list[float]) -> float | None:
+            return round(sum(values) / len(values), 1) if values else None
+        return [{"name": name, "alerts_acknowledged": len(v["tta"]), "mtta_s": mean(v["tta"]),
+                 "alerts_resolved": len(v["ttr"]), "mttr_s": mean(v["ttr"])} for name, v in sorted(groups.items())]
+
+    return {
+        "by_dag": means(by_dag),
+        "by_owner": means(by_owner),
+        "noisiest": sorted(noisy.values(), key=lambda e: (-e["occurrences"], e["title"]))[:10],
+        "failures_by_class": [{"day": day, "classes": counts} for day, counts in sorted(classes.items())],
+        "alerts": len(rows),
+    }
+
+
+def member_dags(store: Store, incident_id: int) -> set[str]:
+    """The DAGs of an incident's members."""
+    m = incident_members_table.c
+    with store.engine.execution_options(tasklens_read_only=True).begin() as conn:
+        return set(conn.execute(sa.select(m.dag_id).where(m.incident_id == incident_id).distinct()).scalars())
+
+
+def touches_dags(store: Store, incident_id: int, dag_ids: Iterable[str]) -> bool:
+    """Whether the incident has a member in one of ``dag_ids``."""
+    m = incident_members_table.c
+    with store.engine.execution_options(tasklens_read_only=True).begin() as conn:
+        return conn.execute(sa.select(m.id).where(m.incident_id == incident_id, m.dag_id.in_(list(dag_ids)))
+                            .limit(1)).first() is not None
