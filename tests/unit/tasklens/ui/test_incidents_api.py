@@ -67,3 +67,17 @@ def test_trends_give_mtta_mttr_per_dag_and_owner_noisiest_and_classes(client, st
     assert owner["name"] == "data-eng" and owner["alerts_acknowledged"] == 2
     assert [day["classes"] for day in trends["failures_by_class"]] == [{"dependency": 2}]
     assert len(trends["noisiest"]) == 2
+
+
+def test_incidents_page_shows_incidents_members_charts_and_actions_by_permission(client, store):  # noqa: F811
+    """The page lists the incident with its readable members, the class chart and MTTA/MTTR bars; the buttons are
+    there for the admin (who may edit every member's DAG), not for the viewer."""
+    incident_id, _ = _incident(store, "dag_a", "dag_b")
+    admin = client.get("/tasklens/incidents", headers=bearer("admin"))
+    assert admin.status_code == 200
+    html = admin.text
+    assert f"#{incident_id} wh.internal unreachable" in html and "2 tasks in 2 DAGs" in html
+    assert 'class="bar class-dependency"' in html and "MTTR per owner" in html
+    assert 'data-resource="incidents" data-action="resolve"' in html
+    viewer = client.get("/tasklens/incidents", headers=bearer("viewer")).text
+    assert f"#{incident_id}" in viewer and 'data-resource="incidents"' not in viewer
