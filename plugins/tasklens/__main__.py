@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import threading
@@ -117,7 +118,10 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
         options["conn_id"] = args.conn_id
     try:
         target = build_channel(name, channel_type, options)
-        target.send(_test_notification(name), timeout_s=config.http_timeout_s())
+        test_message = dataclasses.replace(  # in the channel's language, as its alerts will be
+            _test_notification(name), locale=options.get("locale"), timezone=options.get("timezone")
+        )
+        target.send(test_message, timeout_s=config.http_timeout_s())
     except (DeliveryError, ConfigError) as exc:
         conn_id = getattr(locals().get("target"), "conn_id", options.get("conn_id", "?"))
         _print(f"tasklens test-alert: FAILED to send to {name!r} ({channel_type}, connection {conn_id!r}): {exc}")

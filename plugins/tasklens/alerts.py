@@ -120,6 +120,9 @@ class Notification:
     #: The same on every send of this message (derived from its deliveries): channels that take an idempotency
     #: key pass it on (email: Message-ID), so a message sent again after a dispatcher crash can be recognised.
     idempotency_key: str | None = None
+    #: The reader's language and timezone (the route's, else the channel's ``locale``/``timezone``); None: English, UTC.
+    locale: str | None = None
+    timezone: str | None = None
     #: Set when ``items`` are members of one incident (``tasklens.incident_store.Incident.view``): the message names
     #: the incident and counts the members it does not list.
     incident: Mapping[str, Any] | None = None

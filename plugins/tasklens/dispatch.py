@@ -52,6 +52,7 @@ from tasklens.channels import channel_type as registered
 from tasklens.exceptions import DeliveryError
 from tasklens.incident_dispatch import IncidentDispatch
 from tasklens.redact import redact
+from tasklens.routing import message_language
 from tasklens.store import ClaimedDelivery, MarkResult, Store, get_store, worker_name
 
 __all__ = [
@@ -158,6 +159,16 @@ def channel_config_from_ruleset(name: str) -> ChannelConfig | None:
     return ChannelConfig(type=channel_type, options=options, rate_per_s=float(rate) if rate is not None else None)
 
 
+def message_language_from_ruleset(route: str, channel: str) -> tuple[str | None, str | None]:
+    """``(locale, timezone)`` of messages for ``route`` to ``channel`` (:func:`tasklens.routing.message_language`);
+    ``(None, None)``, plain English, when the rules file cannot be loaded."""
+    try:
+        return message_language(config.ruleset(), route, channel)
+    except Exception:
+        log.warning("tasklens: could not load the rules file; messages to %r are in English", channel, exc_info=True)
+        return None, None
+
+
 def _build_channel(name: str, channel_type: str, options: Mapping[str, Any]) -> Any:
     return build_channel(name, channel_type, options)
 
@@ -181,6 +192,7 @@ class Dispatcher:
         rng: random.Random | None = None,
         channel_config: Callable[[str], ChannelConfig | None] = channel_config_from_ruleset,
         channel_factory: Callable[[str, str, Mapping[str, Any]], Any] = _build_channel,
+        message_language: Callable[[str, str], tuple[str | None, str | None]] = message_language_from_ruleset,
         base_url: str | None = None,
         worker: str | None = None,
         attribute_cascades: Callable[[tuple[AlertSnapshot, ...]], cascades.Attribution] | None = None,
@@ -192,6 +204,7 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.channel_config = channel_config
         self.channel_factory = channel_factory
+        self.message_language = message_language
         self.base_url = base_url
         self.worker = worker or worker_name()
         self.limiter = RateLimiter(store)
@@ -390,8 +403,10 @@ class Dispatcher:
                                                      len(unique))
             if incident:
                 unique = unique[: self.settings.digest_max_items]  # the rest are counted ("and 3,912 more")
+            locale, zone = self.message_language(members[0].route, channel)  # one group = one route
             notification = Notification(
-                kind=message_kind, channel=channel, items=unique, idempotency_key=idempotency_key(members), **incident
+                kind=message_kind, channel=channel, items=unique, idempotency_key=idempotency_key(members),
+                locale=locale, timezone=zone, **incident,
             )
             receipt = target.send(notification, timeout_s=timeout)
         except DeliveryError as exc:

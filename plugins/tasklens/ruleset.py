@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from tasklens import catalogues
 from tasklens import channels as channel_registry
 from tasklens.alerts import AlertKind, Severity
 from tasklens.exceptions import ConfigError
@@ -230,6 +231,8 @@ class Route:
     escalate_after_s: float | None = None
     escalation_channels: tuple[str, ...] = ()
     fallback_channels: tuple[str, ...] = ()
+    locale: str | None = None  # the messages' language (a shipped catalogue); the channel's when None
+    timezone: str | None = None  # IANA zone of the messages' dates; the channel's when None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,6 +248,8 @@ class Channel:
     to: tuple[str, ...] = ()
     channel: str | None = None  # Slack channel override (bot-token connections)
     rate_limit_per_s: float = 1.0
+    locale: str | None = None  # the messages' language unless the route sets one
+    timezone: str | None = None
     #: The type's own options (``tasklens.channels.CHANNEL_TYPES[type].options``: host, class, kwargs...).
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
 
@@ -472,10 +477,12 @@ _ROUTE_KEYS = (
     "escalate_after",
     "escalation_channels",
     "fallback_channels",
+    "locale",
+    "timezone",
 )
 _ROUTE_MATCH_KEYS = ("severity", "kind", "rule", "dag_id", "task_id", "tags", "owner", "failure_class", "regex")
 _REGEX_FIELDS = ("title", "summary", "exception_type", "exception_message", "dag_id", "task_id", "run_id", "rule")
-_CHANNEL_KEYS = ("type", "conn_id", "to", "channel", "rate_limit_per_s")
+_CHANNEL_KEYS = ("type", "conn_id", "to", "channel", "rate_limit_per_s", "locale", "timezone")
 _MUTE_KEYS = ("weekdays", "hours", "timezone", "start", "end")
 _DEFAULTS_KEYS = ("group_by", "group_wait", "repeat_interval")
 _TOP_KEYS = ("version", "defaults", "channels", "rules", "routes", "retry_policies", "failure_classes")
@@ -755,7 +762,32 @@ def _parse_route(
         escalate_after_s=escalate_after,
         escalation_channels=escalation,
         fallback_channels=fallback,
+        **_message_language(reader, body, key),
     )
+
+
+def _message_language(reader: _Reader, body: Mapping[str, Any], key: str) -> dict[str, str | None]:
+    """``locale`` (a shipped catalogue, normalised: ``pt-br`` -> ``pt_BR``) and ``timezone`` of a route or channel."""
+    locale = zone = None
+    if body.get("locale") is not None:
+        locale = reader.string(body["locale"], f"{key}.locale")
+        if catalogues.catalogue_for(locale) is None:
+            raise reader.fail(
+                f"{key}.locale",
+                f"no message catalogue for locale {locale!r}",
+                f"use one of: {', '.join(catalogues.available_catalogues())} (or a regional variant such as fr_CA), "
+                f"or add tasklens/locale/{catalogues.normalize_locale(locale) or locale}.po (docs/channels.md)",
+            )
+        locale = catalogues.normalize_locale(locale)
+    if body.get("timezone") is not None:
+        zone = reader.string(body["timezone"], f"{key}.timezone")
+        try:
+            _zone(zone)
+        except Exception:
+            raise reader.fail(
+                f"{key}.timezone", f"unknown timezone {zone!r}", "use an IANA name such as UTC or Europe/Paris"
+            ) from None
+    return {"locale": locale, "timezone": zone}
 
 
 def _group_by(reader: _Reader, value: Any, key: str) -> tuple[str, ...]:
@@ -850,7 +882,7 @@ def _parse_channel(reader: _Reader, name: str, raw: Any, default_conn: Mapping[s
         else default_conn.get(channel_type) or spec.conn_id or ""
     )
     return Channel(name=name, type=channel_type, conn_id=conn_id, to=to, channel=slack_channel, rate_limit_per_s=rate,
-                   options=options)
+                   options=options, **_message_language(reader, body, key))
 
 
 def _all_channel_options() -> tuple[str, ...]:

@@ -26,6 +26,8 @@ from typing import Any
 from tasklens import config, messages
 from tasklens.alerts import Notification
 from tasklens.exceptions import DeliveryError
+from tasklens.i18n import Localizer, localizer
+from tasklens.messages import gettext_noop
 from tasklens.redact import redact
 
 __all__ = [
@@ -53,7 +55,11 @@ _BUTTONS_BY_STATUS = {
     "acknowledged": (ACTION_MUTE, ACTION_RESOLVE),
     "muted": (ACTION_RESOLVE,),
 }
-_BUTTON_LABELS = {ACTION_ACK: "Acknowledge", ACTION_MUTE: "Mute 1 h", ACTION_RESOLVE: "Resolve"}
+_BUTTON_LABELS = {
+    ACTION_ACK: gettext_noop("Acknowledge"),
+    ACTION_MUTE: gettext_noop("Mute 1 h"),
+    ACTION_RESOLVE: gettext_noop("Resolve"),
+}
 #: Messages that show an alert someone can act on (not a resolve notice, an acknowledgement or a test).
 _ACTIONABLE_KINDS = ("alert", "repeat", "escalation", "digest", "fallback")
 
@@ -138,13 +144,15 @@ def _secrets_of(conn: Any) -> tuple[str | None, ...]:
     return (getattr(conn, "password", None), getattr(conn, "login", None), getattr(conn, "host", None))
 
 
-def action_buttons(alert_id: int, status: str) -> list[dict[str, Any]]:
-    """The Block Kit buttons for what can still be done to alert ``alert_id`` in ``status`` (none once resolved)."""
+def action_buttons(alert_id: int, status: str, tr: Localizer | None = None) -> list[dict[str, Any]]:
+    """The Block Kit buttons for what can still be done to alert ``alert_id`` in ``status`` (none once resolved),
+    labelled in ``tr``'s language (English by default)."""
+    tr = tr or localizer()
     buttons: list[dict[str, Any]] = []
     for action in _BUTTONS_BY_STATUS.get(status, ()):
         button: dict[str, Any] = {
             "type": "button",
-            "text": {"type": "plain_text", "text": _BUTTON_LABELS[action]},
+            "text": {"type": "plain_text", "text": tr.gettext(_BUTTON_LABELS[action])},
             "action_id": action,
             "value": str(alert_id),
         }
@@ -152,10 +160,11 @@ def action_buttons(alert_id: int, status: str) -> list[dict[str, Any]]:
             button["style"] = "primary"
         elif action == ACTION_RESOLVE:
             button["confirm"] = {
-                "title": {"type": "plain_text", "text": "Resolve this alert?"},
-                "text": {"type": "plain_text", "text": "It closes in tasklens and in the incident tools it reached."},
-                "confirm": {"type": "plain_text", "text": "Resolve"},
-                "deny": {"type": "plain_text", "text": "Cancel"},
+                "title": {"type": "plain_text", "text": tr.gettext("Resolve this alert?")},
+                "text": {"type": "plain_text",
+                         "text": tr.gettext("It closes in tasklens and in the incident tools it reached.")},
+                "confirm": {"type": "plain_text", "text": tr.gettext("Resolve")},
+                "deny": {"type": "plain_text", "text": tr.gettext("Cancel")},
             }
         buttons.append(button)
     return buttons
@@ -168,7 +177,8 @@ def with_action_buttons(body: Mapping[str, Any], notification: Notification) -> 
     if notification.kind not in _ACTIONABLE_KINDS or len(notification.items) != 1:
         return body
     item = notification.items[0]
-    buttons = action_buttons(item.id, getattr(item.status, "value", str(item.status)))
+    language = localizer(notification.locale, notification.timezone)
+    buttons = action_buttons(item.id, getattr(item.status, "value", str(item.status)), language)
     if not buttons:
         return body
     blocks = [dict(block) for block in body.get("blocks") or ()]
