@@ -7,6 +7,9 @@
   get a test alert that is resolved at once.
 - ``dispatch [--once]``: run the outbox dispatcher as its own process (or one pass).
 - ``replay``: re-queue every undelivered (dead) delivery.
+- ``backtest --rules candidate.yml [--since 30d]``: replay the stored event history through a candidate rules file,
+  side by side with the current rules (messages per day and channel, pages, incidents, noisiest fingerprints); no
+  network, no writes.
 - ``db upgrade``: migrate the alert store to this tasklens's schema (also done when the api-server starts; never by
   tasks, the scheduler or the dag-processor).
 - ``spool ingest``: store the writes spooled while the store was unavailable (the dispatcher also does it each pass).
