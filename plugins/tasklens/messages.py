@@ -68,6 +68,7 @@ TEMPLATE_NAMES = (
     "custom",
     "resolve",
     "digest",
+    "incident",
     "escalation",
     "ml_model_drift",
     "data_quality",
@@ -552,7 +553,30 @@ def _alert_view(alert: Alert, tr: Localizer | None = None) -> dict[str, Any]:
         "labels": _redact(_bounded(dict(alert.labels or {}), 500)),
         "data": view_data,
         "occurred_at": safe_text(alert.occurred_at),
+        "cascade": _cascade_text(data),
     }
+
+
+def _names(values: Sequence[Any], total: int) -> str:
+    """``"a, b and c"``, or ``"a, b, c and 17 more"`` when ``total`` exceeds the names given."""
+    names = [safe_text(v) for v in values]
+    if total > len(names):
+        return f"{', '.join(names)} and {total - len(names):,} more"
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _cascade_text(data: Mapping[str, Any]) -> str:
+    """What a failure stopped from running (``tasklens.cascades``): "Not run (upstream failed): a, b. x and y will
+    not run." or ""."""
+    parts = []
+    not_run = data.get("upstream_failed") or []
+    if isinstance(not_run, list) and not_run:
+        total = data.get("upstream_failed_count")
+        parts.append(f"Not run (upstream failed): {_names(not_run, total if isinstance(total, int) else 0)}.")
+    dags = data.get("will_not_run") or []
+    if isinstance(dags, list) and dags:
+        parts.append(f"{_names(dags, 0)} will not run.")
+    return " ".join(parts)
 
 
 def _item_view(snapshot: AlertSnapshot, base_url: str, tr: Localizer | None = None) -> dict[str, Any]:
@@ -624,6 +648,7 @@ def _context(
         "run_id": first["alert"].get("run_id", ""),
         "fmt": fmt,
         "base_url": base_url,
+        "incident": dict(notification.incident or {}),
         "localized": tr.localized,
         **_helpers(fmt, base_url, tr),
     }
@@ -645,6 +670,8 @@ def _rendered(notification: Notification, fmt: str, base_url: str, override: str
     many = len(items) > 1
     if notification.kind in ("alert", "test") and many:
         names = ["digest"]
+    if notification.incident:
+        names, many = ["incident"], True  # members are listed even when this message carries one
     headline = _render_block(fmt, override, names, "headline", context)
     body = _render_block(fmt, override, names, "body", context)
     lines: list[str] = []

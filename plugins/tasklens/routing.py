@@ -54,6 +54,8 @@ def matches(alert: Alert, match: RouteMatch) -> bool:
         return False
     if match.tags and not any(_globs(tag, match.tags) for tag in _tags(alert)):
         return False
+    if match.failure_class and alert.failure_class not in match.failure_class:
+        return False
     if match.owner:
         owners = [o.strip() for o in str(alert.labels.get("owner", "")).split(",")]
         if not any(_globs(owner, match.owner) for owner in owners):

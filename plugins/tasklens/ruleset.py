@@ -35,6 +35,7 @@ from tasklens import catalogues
 from tasklens import channels as channel_registry
 from tasklens.alerts import AlertKind, Severity
 from tasklens.exceptions import ConfigError
+from tasklens.failures import FAILURE_CLASSES, ClassRule, parse_table
 
 __all__ = [
     "BUILTIN_RULES",
@@ -206,6 +207,7 @@ class RouteMatch:
     task_id: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     owner: tuple[str, ...] = ()
+    failure_class: tuple[str, ...] = ()  # any of these failure classes (tasklens.failures)
     regex: tuple[tuple[str, re.Pattern[str]], ...] = ()  # (field, pattern); field "" = title/summary/exception
 
 
@@ -272,6 +274,8 @@ class Ruleset:
     channels: Mapping[str, Channel]
     retry_policies: Mapping[str, RetryPolicyRef] = dataclasses.field(default_factory=dict)
     source: Path | None = None
+    #: The file's classifier entries, tried before :data:`tasklens.failures.BUILTIN_TABLE`.
+    failure_classes: tuple[ClassRule, ...] = ()
 
     def rule(self, name: str) -> Rule | None:
         """The rule called ``name``, or None."""
@@ -476,12 +480,12 @@ _ROUTE_KEYS = (
     "locale",
     "timezone",
 )
-_ROUTE_MATCH_KEYS = ("severity", "kind", "rule", "dag_id", "task_id", "tags", "owner", "regex")
+_ROUTE_MATCH_KEYS = ("severity", "kind", "rule", "dag_id", "task_id", "tags", "owner", "failure_class", "regex")
 _REGEX_FIELDS = ("title", "summary", "exception_type", "exception_message", "dag_id", "task_id", "run_id", "rule")
 _CHANNEL_KEYS = ("type", "conn_id", "to", "channel", "rate_limit_per_s", "locale", "timezone")
 _MUTE_KEYS = ("weekdays", "hours", "timezone", "start", "end")
 _DEFAULTS_KEYS = ("group_by", "group_wait", "repeat_interval")
-_TOP_KEYS = ("version", "defaults", "channels", "rules", "routes", "retry_policies")
+_TOP_KEYS = ("version", "defaults", "channels", "rules", "routes", "retry_policies", "failure_classes")
 _RETRY_POLICY_KEYS = ("preset", "match")
 _RETRY_MATCH_KEYS = ("dag_id", "tags", "operator")
 
@@ -832,8 +836,18 @@ def _parse_route_match(reader: _Reader, raw: Any, key: str) -> RouteMatch:
         task_id=reader.strings(body.get("task_id"), f"{key}.task_id"),
         tags=reader.strings(body.get("tags"), f"{key}.tags"),
         owner=reader.strings(body.get("owner"), f"{key}.owner"),
+        failure_class=_failure_classes(reader, body.get("failure_class"), f"{key}.failure_class"),
         regex=tuple(regex),
     )
+
+
+def _failure_classes(reader: _Reader, value: Any, key: str) -> tuple[str, ...]:
+    classes = reader.strings(value, key)
+    for i, name in enumerate(classes):
+        if name not in FAILURE_CLASSES:
+            raise reader.fail(f"{key}[{i}]" if isinstance(value, list) else key, f"unknown failure class {name!r}",
+                              f"use any of: {', '.join(FAILURE_CLASSES)}")
+    return classes
 
 
 def _parse_channel(reader: _Reader, name: str, raw: Any, default_conn: Mapping[str, str]) -> Channel:
@@ -1094,6 +1108,7 @@ def parse_ruleset(
         channels=types.MappingProxyType(channels),
         retry_policies=types.MappingProxyType(policies),
         source=path,
+        failure_classes=parse_table(top.get("failure_classes"), source),
     )
 
 

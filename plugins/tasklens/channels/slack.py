@@ -207,13 +207,17 @@ class SlackChannel:
     def render(self, notification: Notification) -> dict[str, Any]:
         return dict(messages.render_slack(notification, base_url=config.base_url()))
 
-    def send(self, notification: Notification, *, timeout_s: float | None = None) -> None:
-        """Post ``notification``; raises :class:`DeliveryError` saying what went wrong."""
-        self.post(self.render(notification), timeout_s=timeout_s, notification=notification)
+    def send(self, notification: Notification, *, timeout_s: float | None = None) -> str | None:
+        """Post ``notification``; raises :class:`DeliveryError` saying what went wrong. Returns the message's
+        ``ts`` with a bot-token connection (an incident's later messages reply in its thread), else None."""
+        body = self.render(notification)
+        if notification.thread:
+            body["thread_ts"] = notification.thread  # bot tokens only: incoming webhooks ignore it
+        return self.post(body, timeout_s=timeout_s, notification=notification)
 
     def post(
         self, body: Mapping[str, Any], *, timeout_s: float | None = None, notification: Notification | None = None
-    ) -> None:
+    ) -> str | None:
         """Post a rendered ``body``. With a bot-token connection, a ``notification`` of one alert gets its action
         buttons (clicks reach ``/tasklens/integrations/slack/actions``; webhooks cannot take clicks)."""
         timeout = timeout_s if timeout_s is not None else config.http_timeout_s()
@@ -222,7 +226,7 @@ class SlackChannel:
         if str(conn.conn_type or "slackwebhook") == "slack":
             if notification is not None:
                 body = with_action_buttons(body, notification)
-            self._post_api(body, timeout, secrets)
+            return self._post_api(body, timeout, secrets)
         else:
             if not (conn.password or "").strip():
                 raise DeliveryError(
@@ -232,6 +236,7 @@ class SlackChannel:
                     secrets=secrets,
                 )
             self._post_webhook(body, timeout, secrets)
+            return None
 
     def _connection(self) -> Any:
         """The channel's connection. Any failure to read it is retryable: Airflow reports a secrets backend or
@@ -284,7 +289,7 @@ class SlackChannel:
         if response.status_code != 200:
             raise classify_status(response.status_code, response.body, response.headers)
 
-    def _post_api(self, body: Mapping[str, Any], timeout: float, secrets: tuple[str | None, ...]) -> None:
+    def _post_api(self, body: Mapping[str, Any], timeout: float, secrets: tuple[str | None, ...]) -> str | None:
         from airflow.providers.slack.hooks.slack import SlackHook  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
         from slack_sdk.errors import SlackApiError  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
 
@@ -300,7 +305,7 @@ class SlackChannel:
         except Exception as exc:
             raise self._client_error(exc, secrets) from None
         try:
-            client.chat_postMessage(channel=self.slack_channel, **dict(body))
+            response = client.chat_postMessage(channel=self.slack_channel, **dict(body))
         except SlackApiError as exc:
             response = exc.response
             raise classify_status(response.status_code, response.data, response.headers) from None
@@ -312,6 +317,8 @@ class SlackChannel:
                 retryable=False,
                 secrets=secrets,
             ) from None
+        ts = response.get("ts") if hasattr(response, "get") else None
+        return str(ts) if ts else None
 
 
 class SlackApp:
