@@ -29,6 +29,7 @@ __all__ = [
     "ConfigProblem",
     "airflow_home",
     "base_url",
+    "cascade_wait_s",
     "config_check_interval_s",
     "default_retry_preset",
     "delivery_max_age_s",
@@ -39,6 +40,8 @@ __all__ = [
     "events_max_bytes",
     "events_path",
     "http_timeout_s",
+    "incident_update_interval_s",
+    "incident_window_s",
     "last_good_rules_path",
     "problems",
     "reconcile_enabled",
@@ -239,6 +242,27 @@ def retention_days() -> float:
 @_cache
 def dispatch_interval_s() -> float:
     return _as_float("dispatch_interval_s", 1.0, minimum=0.05)
+
+
+@_cache
+def cascade_wait_s() -> float:
+    """How long a failure's message may wait for the scheduler to mark its downstream ``upstream_failed`` (the
+    message names them); default 15 s."""
+    return _as_float("cascade_wait_s", 15.0)
+
+
+@_cache
+def incident_window_s() -> float:
+    """Failures this close in time that share a signature or a dependency form one incident; 0 turns incidents
+    off (default 900 s)."""
+    return _as_float("incident_window_s", 900.0)
+
+
+@_cache
+def incident_update_interval_s() -> float:
+    """Least time between two messages of one incident on one channel: later members wait and go out together
+    (default 60 s)."""
+    return _as_float("incident_update_interval_s", 60.0)
 
 
 @_cache

@@ -9,6 +9,7 @@ and skipped; the others still run, and the task's state is never affected.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
@@ -17,7 +18,7 @@ from datetime import datetime, timezone
 from types import ModuleType
 from typing import Any
 
-from tasklens import config, logs, metrics, persist
+from tasklens import config, failures, logs, metrics, persist
 from tasklens._once import WarnOnce
 from tasklens.alerts import AlertKind, Delivery
 from tasklens.events import TaskEvent
@@ -282,11 +283,18 @@ def handle(event: TaskEvent) -> None:
     """Run ``event`` through every stage. Never raises."""
     if not run_stage("config", config.enabled):
         return
+    if event.event in _FAILURE_EVENTS:  # never on a success: the classifier needs the rules file
+        event = run_stage("classify", _classified, event) or event
     if event.source != "worker" and event.event in _FAILURE_EVENTS:
         _handle_secondhand_failure(event)
         return
     for stage, func in _EVENT_STAGES:
         run_stage(stage, func, event)
+
+
+def _classified(event: TaskEvent) -> TaskEvent:
+    """``event`` with its failure class (the rules file's classifier table, then the built-in one)."""
+    return dataclasses.replace(event, failure_class=failures.classify(event, config.ruleset().failure_classes))
 
 
 def _handle_secondhand_failure(event: TaskEvent) -> None:

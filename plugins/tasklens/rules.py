@@ -218,6 +218,7 @@ def _labels(event: TaskEvent | None) -> dict[str, str]:
         "hostname": event.hostname,
         "source": event.source,
         "dag_tags": ",".join(event.dag_tags) if event.dag_tags else None,
+        "failure_class": event.failure_class,
     }
     return {k: str(v) for k, v in labels.items() if v}
 

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from tasklens import channels as channel_registry
 from tasklens.alerts import AlertKind, Severity
+from tasklens.failures import ClassRule
 
 __all__ = [
     "BUILTIN_RULES",
@@ -182,6 +183,7 @@ class RouteMatch:
     task_id: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     owner: tuple[str, ...] = ()
+    failure_class: tuple[str, ...] = ()  # any of these failure classes (tasklens.failures)
     regex: tuple[tuple[str, re.Pattern[str]], ...] = ()  # (field, pattern); field "" = title/summary/exception
 
 
@@ -205,6 +207,8 @@ class Route:
     escalate_after_s: float | None = None
     escalation_channels: tuple[str, ...] = ()
     fallback_channels: tuple[str, ...] = ()
+    locale: str | None = None  # the messages' language (a shipped catalogue); the channel's when None
+    timezone: str | None = None  # IANA zone of the messages' dates; the channel's when None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,6 +224,8 @@ class Channel:
     to: tuple[str, ...] = ()
     channel: str | None = None  # Slack channel override (bot-token connections)
     rate_limit_per_s: float = 1.0
+    locale: str | None = None  # the messages' language unless the route sets one
+    timezone: str | None = None
     #: The type's own options (``tasklens.channels.CHANNEL_TYPES[type].options``: host, class, kwargs...).
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
 
@@ -244,6 +250,8 @@ class Ruleset:
     channels: Mapping[str, Channel]
     retry_policies: Mapping[str, RetryPolicyRef] = dataclasses.field(default_factory=dict)
     source: Path | None = None
+    #: The file's classifier entries, tried before :data:`tasklens.failures.BUILTIN_TABLE`.
+    failure_classes: tuple[ClassRule, ...] = ()
 
     def rule(self, name: str) -> Rule | None:
         """The rule called ``name``, or None."""

@@ -13,9 +13,11 @@ from datetime import datetime, time, timezone
 from pathlib import Path
 from typing import Any
 
+from tasklens import catalogues
 from tasklens import channels as channel_registry
 from tasklens.alerts import AlertKind, Severity
 from tasklens.exceptions import ConfigError
+from tasklens.failures import FAILURE_CLASSES, parse_table
 from tasklens.ruleset.defaults import default_ruleset
 from tasklens.ruleset.model import (
     BUILTIN_RULES,
@@ -191,13 +193,15 @@ _ROUTE_KEYS = (
     "escalate_after",
     "escalation_channels",
     "fallback_channels",
+    "locale",
+    "timezone",
 )
-_ROUTE_MATCH_KEYS = ("severity", "kind", "rule", "dag_id", "task_id", "tags", "owner", "regex")
+_ROUTE_MATCH_KEYS = ("severity", "kind", "rule", "dag_id", "task_id", "tags", "owner", "failure_class", "regex")
 _REGEX_FIELDS = ("title", "summary", "exception_type", "exception_message", "dag_id", "task_id", "run_id", "rule")
-_CHANNEL_KEYS = ("type", "conn_id", "to", "channel", "rate_limit_per_s")
+_CHANNEL_KEYS = ("type", "conn_id", "to", "channel", "rate_limit_per_s", "locale", "timezone")
 _MUTE_KEYS = ("weekdays", "hours", "timezone", "start", "end")
 _DEFAULTS_KEYS = ("group_by", "group_wait", "repeat_interval")
-_TOP_KEYS = ("version", "defaults", "channels", "rules", "routes", "retry_policies")
+_TOP_KEYS = ("version", "defaults", "channels", "rules", "routes", "retry_policies", "failure_classes")
 _RETRY_POLICY_KEYS = ("preset", "match")
 _RETRY_MATCH_KEYS = ("dag_id", "tags", "operator")
 
@@ -474,7 +478,32 @@ def _parse_route(
         escalate_after_s=escalate_after,
         escalation_channels=escalation,
         fallback_channels=fallback,
+        **_message_language(reader, body, key),
     )
+
+
+def _message_language(reader: _Reader, body: Mapping[str, Any], key: str) -> dict[str, str | None]:
+    """``locale`` (a shipped catalogue, normalised: ``pt-br`` -> ``pt_BR``) and ``timezone`` of a route or channel."""
+    locale = zone = None
+    if body.get("locale") is not None:
+        locale = reader.string(body["locale"], f"{key}.locale")
+        if catalogues.catalogue_for(locale) is None:
+            raise reader.fail(
+                f"{key}.locale",
+                f"no message catalogue for locale {locale!r}",
+                f"use one of: {', '.join(catalogues.available_catalogues())} (or a regional variant such as fr_CA), "
+                f"or add tasklens/locale/{catalogues.normalize_locale(locale) or locale}.po (docs/channels.md)",
+            )
+        locale = catalogues.normalize_locale(locale)
+    if body.get("timezone") is not None:
+        zone = reader.string(body["timezone"], f"{key}.timezone")
+        try:
+            time_zone(zone)
+        except Exception:
+            raise reader.fail(
+                f"{key}.timezone", f"unknown timezone {zone!r}", "use an IANA name such as UTC or Europe/Paris"
+            ) from None
+    return {"locale": locale, "timezone": zone}
 
 
 def _group_by(reader: _Reader, value: Any, key: str) -> tuple[str, ...]:
@@ -523,8 +552,18 @@ def _parse_route_match(reader: _Reader, raw: Any, key: str) -> RouteMatch:
         task_id=reader.strings(body.get("task_id"), f"{key}.task_id"),
         tags=reader.strings(body.get("tags"), f"{key}.tags"),
         owner=reader.strings(body.get("owner"), f"{key}.owner"),
+        failure_class=_failure_classes(reader, body.get("failure_class"), f"{key}.failure_class"),
         regex=tuple(regex),
     )
+
+
+def _failure_classes(reader: _Reader, value: Any, key: str) -> tuple[str, ...]:
+    classes = reader.strings(value, key)
+    for i, name in enumerate(classes):
+        if name not in FAILURE_CLASSES:
+            raise reader.fail(f"{key}[{i}]" if isinstance(value, list) else key, f"unknown failure class {name!r}",
+                              f"use any of: {', '.join(FAILURE_CLASSES)}")
+    return classes
 
 
 def _parse_channel(reader: _Reader, name: str, raw: Any, default_conn: Mapping[str, str]) -> Channel:
@@ -559,7 +598,7 @@ def _parse_channel(reader: _Reader, name: str, raw: Any, default_conn: Mapping[s
         else default_conn.get(channel_type) or spec.conn_id or ""
     )
     return Channel(name=name, type=channel_type, conn_id=conn_id, to=to, channel=slack_channel, rate_limit_per_s=rate,
-                   options=options)
+                   options=options, **_message_language(reader, body, key))
 
 
 def _all_channel_options() -> tuple[str, ...]:
@@ -675,6 +714,7 @@ def parse_ruleset(
         channels=types.MappingProxyType(channels),
         retry_policies=types.MappingProxyType(policies),
         source=path,
+        failure_classes=parse_table(top.get("failure_classes"), source),
     )
 
 

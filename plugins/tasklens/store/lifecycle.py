@@ -315,7 +315,8 @@ class AlertLifecycle(StoreEngine):
             self._close(conn, row["id"], row["routes"], now, by, result)
 
     def _close(
-        self, conn: Connection, alert_id: int, routes: Any, now: datetime, by: str, result: RecordResult
+        self, conn: Connection, alert_id: int, routes: Any, now: datetime, by: str, result: RecordResult,
+        channel_types: Callable[[str], bool] | None = None,
     ) -> None:
         conn.execute(
             alerts_table.update()
@@ -325,7 +326,7 @@ class AlertLifecycle(StoreEngine):
         )
         result.resolved += 1
         result.alert_ids.append(alert_id)
-        for delivery, due in self._notified_channels(conn, alert_id, routes):
+        for delivery, due in self._notified_channels(conn, alert_id, routes, channel_types=channel_types):
             result.queued_delivery_ids.append(queue_delivery(conn, alert_id, "resolve", delivery, now, not_before=due))
 
     def _notified_channels(
@@ -378,8 +379,8 @@ class AlertLifecycle(StoreEngine):
                     queue_delivery(conn, alert_id, "ack", delivery, now, not_before=due)
             return changed
 
-    def resolve(self, alert_id: int, *, by: str) -> bool:
-        """Close an alert by hand; channels that got it get a resolve notice."""
+    def resolve(self, alert_id: int, *, by: str, notify: Callable[[str], bool] | None = None) -> bool:
+        """Close an alert by hand; channels that got it (of the types ``notify`` accepts) get a resolve notice."""
         now = self.clock()
         with self._write() as conn:
             row = conn.execute(
@@ -389,7 +390,7 @@ class AlertLifecycle(StoreEngine):
             ).mappings().first()
             if row is None:
                 return False
-            self._close(conn, row["id"], row["routes"], now, by, RecordResult())
+            self._close(conn, row["id"], row["routes"], now, by, RecordResult(), channel_types=notify)
             return True
 
     def mute(self, alert_id: int, *, until: datetime, by: str) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from datetime import timedelta
 
@@ -285,6 +287,23 @@ def test_policy_is_registered_through_the_entry_point():
     settings.task_policy(op)
     assert any(isinstance(cb, FailureCallback) for cb in op.on_failure_callback)
     assert op.retry_policy is None
+
+
+def test_policy_registers_when_tasklens_is_imported_before_airflow():
+    """A process that imports tasklens's CLI (which imports the policy) before Airflow still gets the policy: Airflow's
+    start loads the entry point, and a half-imported policy module would register with no hooks."""
+    code = textwrap.dedent("""
+        from tasklens.__main__ import main  # imports tasklens.policy first, then Airflow
+        from airflow import settings
+        from airflow.providers.standard.operators.empty import EmptyOperator
+        from airflow.sdk import DAG
+        with DAG("tl_policy_import_order", schedule=None):
+            op = EmptyOperator(task_id="t")
+        settings.task_policy(op)
+        print(type(op.on_failure_callback[0]).__name__ if op.on_failure_callback else "none")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "FailureCallback", done.stdout + done.stderr
 
 
 def test_bad_configuration_becomes_a_dagbag_import_error(tmp_path):

@@ -43,7 +43,7 @@ def test_example_file_loads_and_documents_every_section():
     """The shipped example rules file is valid and uses every section."""
     ruleset = load_ruleset(EXAMPLE, **CONNS)
     assert ruleset.source == EXAMPLE
-    assert {r.name for r in ruleset.routes} == {"ml", "critical", "warning"}
+    assert {r.name for r in ruleset.routes} == {"infra", "code", "ml", "critical", "warning"}
     assert ruleset.channels["slack_ml"].channel == "#ml-alerts"
     assert ruleset.channels["email"].to == ("data-oncall@example.com",)
     assert ruleset.rule("nightly_load_slow").max_duration_s == 45 * 60

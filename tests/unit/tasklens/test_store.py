@@ -427,6 +427,7 @@ def test_store_is_its_own_database_with_prefixed_tables(store):
     assert names == {
         "tasklens_alembic_version", "tasklens_alerts", "tasklens_deliveries", "tasklens_events",
         "tasklens_occurrences", "tasklens_meta", "tasklens_channel_slots", "tasklens_leases",
+        "tasklens_incidents", "tasklens_incident_members",
     }
 
 
