@@ -15,6 +15,7 @@ webhook deliveries).
 from __future__ import annotations
 
 import collections
+import gzip
 import hashlib
 import hmac
 import http.server
@@ -26,10 +27,14 @@ import urllib.parse
 import uuid
 from typing import Any
 
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
 from tasklens.testing import Reply, free_port
 
 __all__ = [
-    "ApiServer", "OpsgenieServer", "PagerDutyServer", "Reply", "SlackApiServer", "TeamsServer", "WebhookReceiver",
+    "ApiServer", "OpsgenieServer", "OtlpReceiver", "PagerDutyServer", "Reply", "SlackApiServer", "TeamsServer",
+    "WebhookReceiver",
 ]
 
 
@@ -381,3 +386,77 @@ class SlackApiServer(ApiServer):
         signature = "v0=" + hmac.new(key, b"v0:" + ts.encode() + b":" + body, hashlib.sha256).hexdigest()
         return body, {"Content-Type": "application/x-www-form-urlencoded", "X-Slack-Request-Timestamp": ts,
                       "X-Slack-Signature": signature}
+
+
+class OtlpReceiver(ApiServer):
+    """An OTLP/HTTP receiver (what an OpenTelemetry Collector's ``otlp`` receiver speaks on :4318): decodes the
+    protobuf bodies of ``/v1/metrics`` and ``/v1/traces`` with ``opentelemetry-proto``.
+
+    ``points()``: every metric data point as ``{"name", "kind", "attributes", "value", "count", "service"}``
+    (``kind``: sum, gauge, histogram, exponential_histogram; ``value`` for sums and gauges, ``count``/``value`` =
+    count/sum for histograms). ``spans()``: every span as ``{"name", "trace_id", "span_id", "attributes"}`` (ids in
+    hex). ``env()``: the ``OTEL_*`` variables that point an SDK exporter here over http/protobuf.
+    """
+
+    def env(self) -> dict[str, str]:
+        return {"OTEL_EXPORTER_OTLP_ENDPOINT": self.url, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "OTEL_TRACES_EXPORTER": "otlp_proto_http"}
+
+    def handle(self, path, query, headers, raw):
+        raw = _decoded(headers, raw)
+        if path == "/v1/metrics":
+            metrics_service_pb2.ExportMetricsServiceRequest.FromString(raw)  # a body that does not decode fails here
+            return 200, {}, metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
+        if path == "/v1/traces":
+            trace_service_pb2.ExportTraceServiceRequest.FromString(raw)
+            return 200, {}, trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+        return 404, {}, {"error": f"no OTLP signal at {path}"}
+
+    def _bodies(self, path: str) -> list[bytes]:
+        with self.lock:
+            return [_decoded(headers, raw) for (p, _, headers, raw), status
+                    in zip(self.requests, self.answers, strict=False) if p == path and status == 200]
+
+    def points(self) -> list[dict[str, Any]]:
+        found = []
+        for raw in self._bodies("/v1/metrics"):
+            request = metrics_service_pb2.ExportMetricsServiceRequest.FromString(raw)
+            for resource_metrics in request.resource_metrics:
+                service = _attributes(resource_metrics.resource.attributes).get("service.name")
+                for scope in resource_metrics.scope_metrics:
+                    for metric in scope.metrics:
+                        kind = metric.WhichOneof("data")
+                        for point in getattr(metric, kind).data_points:
+                            found.append({
+                                "name": metric.name, "kind": kind, "service": service,
+                                "attributes": _attributes(point.attributes),
+                                "value": point.sum if "histogram" in kind else (
+                                    point.as_double if point.HasField("as_double") else point.as_int),
+                                "count": point.count if "histogram" in kind else None,
+                            })
+        return found
+
+    def spans(self) -> list[dict[str, Any]]:
+        found = []
+        for raw in self._bodies("/v1/traces"):
+            request = trace_service_pb2.ExportTraceServiceRequest.FromString(raw)
+            for resource_spans in request.resource_spans:
+                for scope in resource_spans.scope_spans:
+                    for span in scope.spans:
+                        found.append({"name": span.name, "trace_id": span.trace_id.hex(),
+                                      "span_id": span.span_id.hex(), "attributes": _attributes(span.attributes)})
+        return found
+
+
+def _decoded(headers: dict[str, str], raw: bytes) -> bytes:
+    gzipped = {k.lower(): v for k, v in headers.items()}.get("content-encoding") == "gzip"
+    return gzip.decompress(raw) if gzipped else raw
+
+
+def _attributes(key_values: Any) -> dict[str, Any]:
+    """OTLP KeyValue list -> {key: Python value}."""
+    values = {}
+    for item in key_values:
+        which = item.value.WhichOneof("value")
+        values[item.key] = getattr(item.value, which) if which else None
+    return values

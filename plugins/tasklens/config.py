@@ -43,6 +43,7 @@ __all__ = [
     "incident_update_interval_s",
     "incident_window_s",
     "last_good_rules_path",
+    "otel_metrics_settings",
     "problems",
     "reconcile_enabled",
     "reconcile_grace_s",
@@ -324,6 +325,34 @@ def statsd_settings() -> StatsdSettings:
         port=port,
         prefix=conf.get("metrics", "statsd_prefix", fallback="airflow") or "",
         ipv6=conf.getboolean("metrics", "statsd_ipv6", fallback=False),
+    )
+
+
+class OtelMetricsSettings(NamedTuple):
+    """Airflow's own ``[metrics]`` OpenTelemetry settings, which tasklens reuses (``OTEL_*`` variables win)."""
+
+    on: bool
+    prefix: str
+    host: str | None
+    port: int | None
+    ssl_active: bool
+    interval_ms: float | None
+    service: str | None
+
+
+@_cache
+def otel_metrics_settings() -> OtelMetricsSettings:
+    """``[metrics] otel_on/otel_prefix/otel_host/otel_port/otel_ssl_active/otel_interval_milliseconds/otel_service``."""
+    conf = _conf()
+    port, interval = (conf.get("metrics", key, fallback="") for key in ("otel_port", "otel_interval_milliseconds"))
+    return OtelMetricsSettings(
+        on=conf.getboolean("metrics", "otel_on", fallback=False),
+        prefix=conf.get("metrics", "otel_prefix", fallback="airflow") or "airflow",
+        host=conf.get("metrics", "otel_host", fallback=None) or None,
+        port=int(port) if port and port.isdigit() else None,
+        ssl_active=conf.getboolean("metrics", "otel_ssl_active", fallback=False),
+        interval_ms=float(interval) if interval and interval.replace(".", "", 1).isdigit() else None,
+        service=conf.get("metrics", "otel_service", fallback=None) or None,
     )
 
 

@@ -77,6 +77,8 @@ def _builtin_rules() -> tuple[Rule, ...]:
         metric("spark_memory_utilization", ">", 85.0, Severity.CRITICAL, "Spark executors used over 85% memory."),
         metric("data_quality_score", "<", 95.0, Severity.WARNING, "Data quality score fell below 95."),
         metric("prediction_accuracy", "<", 85.0, Severity.WARNING, "Model accuracy fell below 85%."),
+        metric("roc_auc", "<", 0.6, Severity.WARNING, "A model's ROC AUC fell below 0.6: it ranks barely better "
+               "than chance."),
     )
 
 

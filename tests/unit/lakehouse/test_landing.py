@@ -77,6 +77,24 @@ def test_late_fault_withholds_the_month_until_delivered(tmp_path):
     assert landing.landing_file("2013-01", tmp_path).exists()
 
 
+def test_drift_fault_shuffles_delays_among_departed_flights(tmp_path):
+    """Drift keeps every row, column and delay value of the month but moves delays to other flights."""
+    clean = landing.land(tmp_path / "clean", "2013-02")
+    landing.land(tmp_path / "drift", "2013-02", faults=["drift"])
+
+    def read(root):
+        with landing.landing_file("2013-02", root).open() as handle:
+            return list(csv.DictReader(handle))
+
+    before, after = read(tmp_path / "clean"), read(tmp_path / "drift")
+    assert len(after) == clean.rows["2013-02"] and after[0].keys() == before[0].keys()
+    assert [r["dep_delay"] == "NA" for r in after] == [r["dep_delay"] == "NA" for r in before]
+    assert sorted(r["dep_delay"] for r in after) == sorted(r["dep_delay"] for r in before)
+    assert [(r["flight"], r["sched_dep_time"]) for r in after] == [(r["flight"], r["sched_dep_time"]) for r in before]
+    moved = sum(a["dep_delay"] != b["dep_delay"] for a, b in zip(after, before, strict=True))
+    assert moved > len(before) // 2
+
+
 def test_cli_lands_months(tmp_path, capsys):
     """The module runs as a command and prints its report as JSON."""
     assert landing.main(["--root", str(tmp_path), "--months", "2013-03"]) == 0

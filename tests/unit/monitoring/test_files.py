@@ -212,3 +212,35 @@ def test_alerts_fire_on_series_shaped_like_the_exporter_output(tmp_path):
     test_file.write_text(tests)
     result = subprocess.run([_promtool(), "test", "rules", str(test_file)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+COLLECTOR = MONITORING / "otel_collector.yml"
+
+
+def collector_statements() -> str:
+    processor = yaml.safe_load(COLLECTOR.read_text())["processors"]["transform/tasklens"]
+    return "\n".join(s for group in processor["metric_statements"] for s in group["statements"])
+
+
+def test_collector_config_handles_every_emitted_metric():
+    """The OTel Collector example names every metric tasklens emits over OTLP (custom ones by their prefix)."""
+    statements = collector_statements()
+    for name in metrics.METRIC_NAMES:
+        if name.startswith(metrics.CUSTOM_PREFIX):
+            assert r"^airflow\\.tasklens\\.custom\\." in statements  # OTTL string: \\. is a regex \.
+        elif name.startswith("tasklens.task.") and name.rsplit(".", 1)[1] in metrics.EVENT_KINDS:
+            assert f'"{PREFIX}{name}"' in statements and name.rsplit(".", 1)[1] in statements
+        else:
+            assert f'"{PREFIX}{name}"' in statements, name
+
+
+def test_collector_config_gives_the_statsd_exporter_names():
+    """Each Prometheus name of the statsd mapping is what the collector renames to (before the exporter's
+    _total/_seconds suffixes), so the rules and the dashboard read either path."""
+    statements = collector_statements()
+    for mapping in load_mappings():
+        base = re.sub(r"_(total|seconds)$", "", mapping["name"])
+        if base.startswith(CUSTOM):
+            assert '"tasklens_custom_$$1"' in statements
+        else:
+            assert f'set(metric.name, "{base}")' in statements, mapping["name"]

@@ -223,6 +223,8 @@ def test_duration_ignores_bad_history_values(ruleset):
         ("data_quality_score", 94.9, True, Severity.WARNING),
         ("data_quality_score", 95, False, None),
         ("prediction_accuracy", 80, True, Severity.WARNING),
+        ("roc_auc", 0.52, True, Severity.WARNING),
+        ("roc_auc", 0.67, False, None),
     ],
 )
 def test_builtin_metric_thresholds(ruleset, name, value, fires, severity):
