@@ -177,7 +177,7 @@ def test_a_failure_puts_its_stored_alert_on_the_task_span(tracer, alert_store):
     (alert,) = alert_store.list_alerts()
     assert span.attributes["tasklens.alert_id"] == alert["id"]
     assert span.attributes["tasklens.fingerprint"] == alert["fingerprint"]
-    assert "tasklens.failure_class" not in span.attributes  # no classifier here: the attribute is left out
+    assert span.attributes["tasklens.failure_class"] == "code"  # a ValueError: the built-in classifier's fallback
 
 
 def test_span_gets_the_failure_class_and_no_id_when_the_store_did_not_take_the_alert(tracer):
