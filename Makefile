@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup system-deps run test test-unit bench lint lock clean
+.PHONY: setup system-deps run test test-unit test-compat dist bench lint lock clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -23,6 +23,12 @@ test: setup system-deps
 test-unit: setup
 	@$(PY) -m pytest tests/unit tests/dags $(PYTEST_ARGS)
 
+## make dist: the wheel and sdist in dist/ (built with the locked setuptools from .venv, so offline and repeatable).
+dist: setup
+	@rm -rf dist build
+	@$(PY) -m build --no-isolation --outdir dist .
+	@rm -rf build
+
 ## make bench: every benchmark, each printing one `name: value` line.
 bench: setup
 	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done
@@ -38,4 +44,4 @@ lock:
 	  $(VENV)/bin/pip freeze --all | grep -v '^-e\|^tasklens\|^pip==') > constraints.txt
 
 clean:
-	rm -rf .airflow .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .airflow .pytest_cache .mypy_cache .ruff_cache dist build
