@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import structlog
 import tenacity
-from airflow.sdk.definitions.retry_policy import RetryAction, RetryDecision, RetryPolicy
 
-from tasklens import metrics
+from tasklens import airflow_compat, metrics
+from tasklens.airflow_compat import RetryAction, RetryDecision, RetryPolicy
 from tasklens.exceptions import ConfigError
 from tasklens.logs import get_logger
 from tasklens.schedule import next_retry_at, retry_schedule
@@ -73,9 +73,10 @@ log = logging.getLogger(__name__)
 
 Action = Literal["retry", "fail"]
 _F = TypeVar("_F", bound=Callable[..., Any])
-#: Operator keyword arguments a preset sets.
+#: Operator keyword arguments a preset sets (``retry_policy`` only where Airflow has it: 3.3+).
 RETRY_FIELDS: tuple[str, ...] = (
-    "retries", "retry_delay", "retry_exponential_backoff", "max_retry_delay", "retry_policy",
+    "retries", "retry_delay", "retry_exponential_backoff", "max_retry_delay",
+    *(("retry_policy",) if airflow_compat.RETRY_POLICY_SUPPORTED else ()),
 )
 #: The timing part of :data:`RETRY_FIELDS` (everything but the per-exception policy).
 TIMING_FIELDS: tuple[str, ...] = RETRY_FIELDS[:4]
@@ -340,14 +341,8 @@ class Preset(Mapping[str, Any]):
 
     def kwargs(self) -> dict[str, Any]:
         """Operator keyword arguments: ``BashOperator(task_id=..., **preset.kwargs())``."""
-        values: dict[str, Any] = {
-            "retries": self.retries,
-            "retry_delay": self.retry_delay,
-            "retry_exponential_backoff": self.retry_exponential_backoff,
-            "max_retry_delay": self.max_retry_delay,
-            "retry_policy": self.retry_policy,
-        }
-        return values
+        airflow_compat.note_retry_policy_off()
+        return {name: self[name] for name in RETRY_FIELDS}
 
     def replace(self, **changes: Any) -> Preset:
         """A copy with some settings changed (validated again)."""
@@ -357,6 +352,8 @@ class Preset(Mapping[str, Any]):
     def __getitem__(self, key: str) -> Any:
         if key not in RETRY_FIELDS:
             raise KeyError(key)
+        if key == "retry_exponential_backoff":
+            return airflow_compat.operator_backoff(self.retry_exponential_backoff)
         return self.retry_policy if key == "retry_policy" else getattr(self, key)
 
     def __iter__(self) -> Iterator[str]:
@@ -556,6 +553,7 @@ def apply(task: Any, name: str | Preset, *, keep_explicit: bool = False) -> Any:
     the preset's ``retry_policy``, and a task with its own ``retry_policy`` keeps that.
     """
     chosen = preset(name)
+    airflow_compat.note_retry_policy_off()
     fields: Iterable[str] = RETRY_FIELDS
     if keep_explicit:
         explicit = explicit_fields(task)
