@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup system-deps run test test-unit test-compat dist bench lint lock clean
+.PHONY: setup system-deps run test test-unit test-compat lock-compat dist bench lint lock clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -29,12 +29,20 @@ dist: setup
 	@$(PY) -m build --no-isolation --outdir dist .
 	@rm -rf build
 
+## make test-compat: the compatibility suite on Airflow 3.1 and 3.2, a venv each from compat/ locks (3.3 is make test).
+test-compat: setup
+	@PYTEST_ARGS="$(PYTEST_ARGS)" compat/run.sh
+
+## make lock-compat: refresh compat/constraints-<minor>.txt from fresh venvs after changing compat/requirements-*.txt.
+lock-compat: setup
+	@compat/lock.sh
+
 ## make bench: every benchmark, each printing one `name: value` line.
 bench: setup
 	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done
 
 lint: setup
-	@$(VENV)/bin/ruff check plugins dags include tests benchmarks scripts
+	@$(VENV)/bin/ruff check plugins dags include tests benchmarks scripts compat
 	@$(VENV)/bin/mypy plugins/tasklens
 	@PYTHONPATH=plugins $(VENV)/bin/lint-imports
 
