@@ -32,7 +32,7 @@ for minor in $MINORS; do
     echo "tasklens test-compat: building the Airflow $minor venv in $venv ..."
     rm -rf "$venv"
     "$PYTHON" -m venv "$venv" || die "could not create $venv."
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check -c "$constraints" -r "$requirements" \
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-compile -c "$constraints" -r "$requirements" \
       || die "installing $requirements with $constraints failed (see pip's message above)."
     echo "$want" > "$stamp"
   fi
