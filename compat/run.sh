@@ -13,8 +13,9 @@ MINORS=${TASKLENS_COMPAT_MINORS:-3.1 3.2}
 SUITE=(tests/integration/test_compat_scheduler.py tests/unit/tasklens/test_airflow_compat.py)
 ROOT=.airflow/compat
 
+BUILD_PYTHON=${BUILD_PYTHON:-.venv/bin/python}  # the project venv (make setup): it has build and the locked setuptools
 rm -rf "$ROOT/dist"
-.venv/bin/python -m build --wheel --no-isolation --outdir "$ROOT/dist" . >/dev/null \
+"$BUILD_PYTHON" -m build --wheel --no-isolation --outdir "$ROOT/dist" . >/dev/null \
   || die "building the wheel failed (run make dist to see why)."
 rm -rf build
 wheel=$(ls "$ROOT"/dist/tasklens-*.whl)
@@ -42,7 +43,7 @@ for minor in $MINORS; do
   "$venv/bin/python" -m pip check >/dev/null || die "$("$venv/bin/python" -m pip check)"
   installed=$(date +%s)
   echo "== Airflow $("$venv/bin/python" -c 'import airflow; print(airflow.__version__)'): compatibility suite"
-  if ! PYTHONPATH= "$venv/bin/python" -m pytest "${SUITE[@]}" -p no:cacheprovider -q $PYTEST_ARGS; then
+  if ! PYTHONPATH= "$venv/bin/python" -m pytest "${SUITE[@]}" -p no:cacheprovider -q ${PYTEST_ARGS:-}; then
     status=1
   fi
   echo "tasklens test-compat: Airflow $minor took $((installed - started)) s to set up, $(($(date +%s) - installed)) s to test"
