@@ -76,10 +76,16 @@ def _run(cmd: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = 
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
 
 
-def build_wheel(outdir: Path, source: Path = REPO, python: str = sys.executable) -> Path:
-    """The wheel ``make dist`` builds from ``source`` (a checkout), into ``outdir``."""
+def build_wheel(outdir: Path, source: Path = REPO, python: str = sys.executable, *, check_deps: bool = True) -> Path:
+    """The wheel ``make dist`` builds from ``source`` (a checkout), into ``outdir``.
+
+    ``check_deps=False`` skips the check of the source's declared build requirements (an older release still
+    declares ``wheel``, which the locked setuptools no longer needs).
+    """
     outdir.mkdir(parents=True, exist_ok=True)
-    _run([python, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(outdir), str(source)], timeout=300)
+    flags = [] if check_deps else ["--skip-dependency-check"]
+    _run([python, "-m", "build", "--wheel", "--no-isolation", *flags, "--outdir", str(outdir), str(source)],
+         timeout=300)
     wheels = sorted(outdir.glob("tasklens-*.whl"), key=lambda path: path.stat().st_mtime)
     return wheels[-1]
 
@@ -127,7 +133,7 @@ def build_release_wheel(commit: str, outdir: Path) -> Path:
     if archive.returncode != 0:
         raise RuntimeError(f"git archive {commit} failed (a shallow clone?): {archive.stderr.decode()[-2000:]}")
     subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True, timeout=120)
-    return build_wheel(outdir / f"dist-{commit}", source)
+    return build_wheel(outdir / f"dist-{commit}", source, check_deps=False)
 
 
 def cached_venv(name: str, requirements: Sequence[str], constraints: Path = CONSTRAINTS) -> Path:

@@ -15,7 +15,7 @@ ROOT=.airflow/compat
 
 BUILD_PYTHON=${BUILD_PYTHON:-.venv/bin/python}  # the project venv (make setup): it has build and the locked setuptools
 rm -rf "$ROOT/dist"
-"$BUILD_PYTHON" -m build --wheel --no-isolation --outdir "$ROOT/dist" . >/dev/null \
+"$BUILD_PYTHON" -m build --wheel --no-isolation --outdir "$ROOT/dist" . >/dev/null 2>&1 \
   || die "building the wheel failed (run make dist to see why)."
 rm -rf build
 wheel=$(ls "$ROOT"/dist/tasklens-*.whl)
@@ -42,7 +42,7 @@ for minor in $MINORS; do
     || die "installing $wheel into $venv failed."
   "$venv/bin/python" -m pip check >/dev/null || die "$("$venv/bin/python" -m pip check)"
   installed=$(date +%s)
-  echo "== Airflow $("$venv/bin/python" -c 'import airflow; print(airflow.__version__)'): compatibility suite"
+  echo "== Airflow $("$venv/bin/python" -c 'import airflow; print(airflow.__version__)' 2>/dev/null): compatibility suite"
   if ! PYTHONPATH= "$venv/bin/python" -m pytest "${SUITE[@]}" -p no:cacheprovider -q ${PYTEST_ARGS:-}; then
     status=1
   fi
