@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from compat.foreign import CONSTRAINTS, Standalone, adoption_requirements, install, make_venv, wait_for
+from compat.foreign import CONSTRAINTS, Standalone, adoption_requirements, install_tasklens, make_venv, wait_for
 
 EXAMPLE_DAG = "example_bash_decorator"
 FAILING_TASK = "runme_2"
@@ -60,7 +60,7 @@ def adopt(workdir: Path, wheel: Path, slack_conn_uri: str, slack_texts: Callable
     if venv is None:
         venv = workdir / "venv"
         make_venv(venv, adoption_requirements())
-    install(venv, [wheel], CONSTRAINTS, upgrade=True)
+    install_tasklens(venv, wheel, CONSTRAINTS)
     installed = time.monotonic()
     env = {"AIRFLOW_CONN_TASKLENS_SLACK": slack_conn_uri, **FAULT_ENV}
     with Standalone(venv, workdir / "home", standard_examples(venv), env) as airflow:

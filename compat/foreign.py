@@ -150,6 +150,21 @@ def cached_venv(name: str, requirements: Sequence[str], constraints: Path = CONS
     return venv
 
 
+def install_tasklens(venv: Path, wheel: Path, constraints: Path = CONSTRAINTS) -> None:
+    """Exactly ``wheel`` as tasklens in ``venv``, whatever an earlier run left there (an older or a rebuilt wheel of
+    the same version); its dependencies from the lock."""
+    _run([str(venv / "bin" / "python"), *PIP, "uninstall", "-y", "tasklens"], timeout=120, env=_clean_env())
+    install(venv, [wheel], constraints)
+
+
+def installed_version(venv: Path, package: str = "tasklens") -> str:
+    """The version of ``package`` installed in ``venv`` (read there, nothing of this process's path leaking in)."""
+    code = f"import importlib.metadata as m; print(m.version({package!r}))"
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=60,
+                          check=True, env=_clean_env())
+    return done.stdout.strip()
+
+
 class Standalone:
     """``airflow standalone`` from ``venv`` in its own AIRFLOW_HOME, on 127.0.0.1, stopped by PID.
 
