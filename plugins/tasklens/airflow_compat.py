@@ -4,6 +4,8 @@
   a retry preset sets ``retries``, ``retry_delay``, backoff and ``max_retry_delay`` only, and says so once per
   process with one info line; ``tasklens.retry.call`` (in-task retries) works on every version.
 - ``retry_exponential_backoff`` is a float multiplier from 3.2 and a bool in 3.1 (True doubles the delay each try).
+- ``AirflowFailException`` and ``AirflowSkipException`` are in ``airflow.sdk.exceptions`` from 3.2, in
+  ``airflow.exceptions`` in 3.1.
 """
 
 from __future__ import annotations
@@ -68,6 +70,16 @@ else:  # Airflow < 3.3: stand-ins with the same shape, so presets still evaluate
         def serialize(self) -> dict[str, Any]:
             raise NotImplementedError
 
+
+try:  # the Task SDK's own exceptions (3.2+); Airflow 3.1 has them in airflow.exceptions only
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+except ImportError:  # pragma: no cover - Airflow 3.1 (make test-compat)
+    from airflow.exceptions import AirflowFailException, AirflowSkipException  # type: ignore[no-redef,attr-defined,unused-ignore]
+
+__all__ = [
+    "AIRFLOW_VERSION", "BACKOFF_IS_MULTIPLIER", "RETRY_POLICY_SUPPORTED", "AirflowFailException",
+    "AirflowSkipException", "RetryAction", "RetryDecision", "RetryPolicy", "note_retry_policy_off", "operator_backoff",
+]
 
 _noted: set[str] = set()
 
