@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup system-deps run test test-unit bench lint lock clean
+.PHONY: setup system-deps run test test-unit test-compat lock-compat dist bench lint lock clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -23,12 +23,26 @@ test: setup system-deps
 test-unit: setup
 	@$(PY) -m pytest tests/unit tests/dags $(PYTEST_ARGS)
 
+## make dist: the wheel and sdist in dist/ (built with the locked setuptools from .venv, so offline and repeatable).
+dist: setup
+	@rm -rf dist build
+	@$(PY) -m build --no-isolation --outdir dist .
+	@rm -rf build
+
+## make test-compat: the compatibility suite on Airflow 3.1 and 3.2, a venv each from compat/ locks (3.3 is make test).
+test-compat: setup
+	@PYTEST_ARGS="$(PYTEST_ARGS)" compat/run.sh
+
+## make lock-compat: refresh compat/constraints-<minor>.txt from fresh venvs after changing compat/requirements-*.txt.
+lock-compat: setup
+	@compat/lock.sh
+
 ## make bench: every benchmark, each printing one `name: value` line.
 bench: setup
 	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done
 
 lint: setup
-	@$(VENV)/bin/ruff check plugins dags include tests benchmarks scripts
+	@$(VENV)/bin/ruff check plugins dags include tests benchmarks scripts compat
 	@$(VENV)/bin/mypy plugins/tasklens
 	@PYTHONPATH=plugins $(VENV)/bin/lint-imports
 
@@ -38,4 +52,4 @@ lock:
 	  $(VENV)/bin/pip freeze --all | grep -v '^-e\|^tasklens\|^pip==') > constraints.txt
 
 clean:
-	rm -rf .airflow .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .airflow .pytest_cache .mypy_cache .ruff_cache dist build

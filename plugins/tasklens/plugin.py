@@ -12,7 +12,7 @@ from tasklens import listener
 
 log = logging.getLogger(__name__)
 
-MIN_AIRFLOW = (3, 3)
+MIN_AIRFLOW = (3, 1)  # 3.1 and 3.2 without the 3.3-only features (tasklens.airflow_compat)
 
 
 def _airflow_supported() -> bool:

@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
 
 import tasklens
 from tasklens import config, metrics, pipeline
+from tasklens.airflow_compat import AirflowFailException
 from tasklens.spark import get_session
 
 if TYPE_CHECKING:

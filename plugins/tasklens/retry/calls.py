@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 
 import structlog
 import tenacity
-from airflow.sdk.definitions.retry_policy import RetryAction
 
 from tasklens import metrics
+from tasklens.airflow_compat import RetryAction
 from tasklens.exceptions import ConfigError
 from tasklens.logs import get_logger
 from tasklens.retry.presets import Preset, preset

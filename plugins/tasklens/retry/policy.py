@@ -7,8 +7,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk.definitions.retry_policy import RetryDecision, RetryPolicy
-
+from tasklens.airflow_compat import RetryDecision, RetryPolicy
 from tasklens.retry.rules import ErrorRule, error_chain, retry_after_s
 
 __all__ = ["PresetRetryPolicy"]

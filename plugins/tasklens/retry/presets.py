@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
+from tasklens import airflow_compat
 from tasklens.exceptions import ConfigError
 from tasklens.retry.policy import PresetRetryPolicy
 from tasklens.retry.rules import Action, ErrorRule, as_timedelta
@@ -24,9 +25,10 @@ __all__ = [
     "register_preset",
 ]
 
-#: Operator keyword arguments a preset sets.
+#: Operator keyword arguments a preset sets (``retry_policy`` only where Airflow has it: 3.3+).
 RETRY_FIELDS: tuple[str, ...] = (
-    "retries", "retry_delay", "retry_exponential_backoff", "max_retry_delay", "retry_policy",
+    "retries", "retry_delay", "retry_exponential_backoff", "max_retry_delay",
+    *(("retry_policy",) if airflow_compat.RETRY_POLICY_SUPPORTED else ()),
 )
 #: The timing part of :data:`RETRY_FIELDS` (everything but the per-exception policy).
 TIMING_FIELDS: tuple[str, ...] = RETRY_FIELDS[:4]
@@ -70,14 +72,8 @@ class Preset(Mapping[str, Any]):
 
     def kwargs(self) -> dict[str, Any]:
         """Operator keyword arguments: ``BashOperator(task_id=..., **preset.kwargs())``."""
-        values: dict[str, Any] = {
-            "retries": self.retries,
-            "retry_delay": self.retry_delay,
-            "retry_exponential_backoff": self.retry_exponential_backoff,
-            "max_retry_delay": self.max_retry_delay,
-            "retry_policy": self.retry_policy,
-        }
-        return values
+        airflow_compat.note_retry_policy_off()
+        return {name: self[name] for name in RETRY_FIELDS}
 
     def replace(self, **changes: Any) -> Preset:
         """A copy with some settings changed (validated again)."""
@@ -87,6 +83,8 @@ class Preset(Mapping[str, Any]):
     def __getitem__(self, key: str) -> Any:
         if key not in RETRY_FIELDS:
             raise KeyError(key)
+        if key == "retry_exponential_backoff":
+            return airflow_compat.operator_backoff(self.retry_exponential_backoff)
         return self.retry_policy if key == "retry_policy" else getattr(self, key)
 
     def __iter__(self) -> Iterator[str]:

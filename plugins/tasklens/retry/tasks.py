@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
+from tasklens import airflow_compat
 from tasklens.exceptions import ConfigError
 from tasklens.retry.presets import RETRY_FIELDS, TIMING_FIELDS, Preset, preset
 from tasklens.retry.rules import ErrorRule, import_exception_class
@@ -49,6 +50,7 @@ def apply(task: Any, name: str | Preset, *, keep_explicit: bool = False) -> Any:
     the preset's ``retry_policy``, and a task with its own ``retry_policy`` keeps that.
     """
     chosen = preset(name)
+    airflow_compat.note_retry_policy_off()
     fields: Iterable[str] = RETRY_FIELDS
     if keep_explicit:
         explicit = explicit_fields(task)
