@@ -33,6 +33,7 @@ import yaml
 
 from tasklens import channels as channel_registry
 from tasklens.alerts import AlertKind, Severity
+from tasklens.deadlines import Deadline, parse_deadline
 from tasklens.exceptions import ConfigError
 
 __all__ = [
@@ -65,6 +66,8 @@ RULE_TYPES: Mapping[str, tuple[str, ...]] = types.MappingProxyType(
         "killed": ("killed",),
         "recovered": ("success",),
         "duration": ("success", "failed", "up_for_retry", "killed"),
+        "overrun": (),  # a running attempt, checked by the api-server (tasklens.foresight)
+        "stuck": (),  # a queued / scheduled attempt, checked by the api-server (tasklens.foresight)
         "metric": (),
         "custom": (),
     }
@@ -77,6 +80,8 @@ BUILTIN_RULES: Mapping[str, str] = types.MappingProxyType(
         "task_killed": "killed",
         "task_recovered": "recovered",
         "task_duration": "duration",
+        "task_overrun": "overrun",
+        "task_stuck": "stuck",
         "custom": "custom",
     }
 )
@@ -139,6 +144,11 @@ class Rule:
     min_history: int = 5
     min_duration_s: float = 0.0
     events: tuple[str, ...] = ()
+    # overrun rules (min_history, min_duration_s and max_duration_s above apply too): alert past factor x p95
+    factor: float = 2.0
+    # stuck rules
+    max_queued_s: float | None = None
+    max_scheduled_s: float | None = None
     # metric rules
     metric: str | None = None
     op: str = ">"
@@ -267,6 +277,7 @@ class Ruleset:
     channels: Mapping[str, Channel]
     retry_policies: Mapping[str, RetryPolicyRef] = dataclasses.field(default_factory=dict)
     source: Path | None = None
+    deadlines: tuple[Deadline, ...] = ()  # when DAG runs must be done (tasklens.deadlines)
 
     def rule(self, name: str) -> Rule | None:
         """The rule called ``name``, or None."""
@@ -454,6 +465,8 @@ _RULE_KEYS_BY_TYPE = {
     "duration": ("max_duration", "median_factor", "min_history", "min_duration", "events"),
     "metric": ("metric", "op", "threshold", "resolve_when_ok"),
     "recovered": ("resolves",),
+    "overrun": ("max_duration", "factor", "min_history", "min_duration"),
+    "stuck": ("max_queued", "max_scheduled"),
 }
 _RULE_MATCH_KEYS = ("dag_id", "task_id", "tags", "owner", "operator", "exception_type")
 _ROUTE_KEYS = (
@@ -474,7 +487,7 @@ _REGEX_FIELDS = ("title", "summary", "exception_type", "exception_message", "dag
 _CHANNEL_KEYS = ("type", "conn_id", "to", "channel", "rate_limit_per_s")
 _MUTE_KEYS = ("weekdays", "hours", "timezone", "start", "end")
 _DEFAULTS_KEYS = ("group_by", "group_wait", "repeat_interval")
-_TOP_KEYS = ("version", "defaults", "channels", "rules", "routes", "retry_policies")
+_TOP_KEYS = ("version", "defaults", "channels", "rules", "routes", "retry_policies", "deadlines")
 _RETRY_POLICY_KEYS = ("preset", "match")
 _RETRY_MATCH_KEYS = ("dag_id", "tags", "operator")
 
@@ -526,6 +539,8 @@ def _parse_rule(reader: _Reader, name: str, raw: Any, base: Rule | None) -> Rule
         match = reader.mapping(body["match"], f"{key}.match")
         reader.keys(match, f"{key}.match", _RULE_MATCH_KEYS)
         changes["match"] = RuleMatch(**{k: reader.strings(v, f"{key}.match.{k}") for k, v in match.items()})
+    if rule_type in ("overrun", "stuck"):
+        changes.update(_foresight_rule_changes(reader, key, body))
     if rule_type == "duration":
         if "max_duration" in body:
             changes["max_duration_s"] = (
@@ -586,6 +601,20 @@ def _parse_rule(reader: _Reader, name: str, raw: Any, base: Rule | None) -> Rule
             "set max_duration (e.g. 2h) and/or median_factor (e.g. 3), or enabled: false",
         )
     return rule
+
+
+def _foresight_rule_changes(reader: _Reader, key: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of the api-server's in-flight checks (``overrun``, ``stuck``)."""
+    changes: dict[str, Any] = {}
+    for name, field in (("max_duration", "max_duration_s"), ("min_duration", "min_duration_s"),
+                        ("max_queued", "max_queued_s"), ("max_scheduled", "max_scheduled_s")):
+        if name in body:
+            changes[field] = None if body[name] is None else reader.duration(body[name], f"{key}.{name}")
+    if "factor" in body:
+        changes["factor"] = reader.number(body["factor"], f"{key}.factor", minimum=1.0)
+    if "min_history" in body:
+        changes["min_history"] = int(reader.number(body["min_history"], f"{key}.min_history", minimum=1, integer=True))
+    return changes
 
 
 def _parse_mute(reader: _Reader, raw: Any, key: str) -> MuteWindow:
@@ -939,6 +968,23 @@ def _builtin_rules() -> tuple[Rule, ...]:
             events=("success",),
             description="A task ran more than 3x its recent median (and at least 5 minutes).",
         ),
+        Rule(
+            "task_overrun",
+            "overrun",
+            Severity.WARNING,
+            factor=2.0,
+            min_history=5,
+            min_duration_s=300.0,
+            description="A task has been running over 2x its usual p95 duration (and at least 5 minutes).",
+        ),
+        Rule(
+            "task_stuck",
+            "stuck",
+            Severity.WARNING,
+            max_queued_s=1800.0,
+            max_scheduled_s=1800.0,
+            description="A task has waited in queued or scheduled for over 30 minutes.",
+        ),
         Rule("custom", "custom", Severity.WARNING, description="Alerts raised by task code with tasklens.alert()."),
         metric("spark_job_duration", ">", 1800.0, Severity.WARNING, "A Spark job ran longer than 30 minutes."),
         metric("spark_memory_utilization", ">", 85.0, Severity.CRITICAL, "Spark executors used over 85% memory."),
@@ -1056,12 +1102,19 @@ def parse_ruleset(
         _check_name(reader, name, "retry_policies")
         policies[name] = _parse_retry_policy(reader, name, raw)
 
+    deadlines = []
+    for name, raw in reader.mapping(top.get("deadlines"), "deadlines").items():
+        _check_name(reader, name, "deadlines")
+        deadlines.append(parse_deadline(name, raw, source=reader.source, strings=reader.strings,
+                                        duration=reader.duration))
+
     return Ruleset(
         rules=tuple(rules.values()),
         routes=routes,
         channels=types.MappingProxyType(channels),
         retry_policies=types.MappingProxyType(policies),
         source=path,
+        deadlines=tuple(deadlines),
     )
 
 

@@ -1424,6 +1424,19 @@ class Store:
             )
             return {(str(dag_id), str(task_id)) for dag_id, task_id in rows}
 
+    def open_alerts_of(self, rules: Sequence[str]) -> list[dict[str, Any]]:
+        """Unresolved alerts of ``rules``: the identity columns of each (the api-server's in-flight checks)."""
+        a = alerts_table.c
+        if not rules:
+            return []
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(a.rule, a.dag_id, a.task_id, a.run_id, a.map_index, a.try_number, a.data).where(
+                    a.open_key.is_not(None), a.rule.in_(list(rules))
+                )
+            ).mappings()
+            return [dict(r) for r in rows]
+
     def watching_since(self) -> datetime | None:
         """When this store was created: the reconciler never reports failures from before it."""
         with self._read() as conn:

@@ -1,0 +1,35 @@
+"""DAGs for the api-server's in-flight checks: tasks whose durations params set."""
+
+from __future__ import annotations
+
+import time
+
+from airflow.sdk import dag, get_current_context, task
+
+
+@dag(dag_id="tl_foresight_overrun", schedule=None, catchup=False, tags=["tasklens-test"], params={"sleep_s": 1.0})
+def foresight_overrun():
+    @task
+    def train() -> None:
+        time.sleep(float(get_current_context()["params"]["sleep_s"]))
+
+    train()
+
+
+
+@dag(dag_id="tl_foresight_deadline", schedule=None, catchup=False, tags=["tasklens-test", "deadline"],
+     params={"prep_s": 0.0, "work_s": 1.0})
+def foresight_deadline():
+    @task
+    def prep() -> None:
+        time.sleep(float(get_current_context()["params"]["prep_s"]))
+
+    @task
+    def work() -> None:
+        time.sleep(float(get_current_context()["params"]["work_s"]))
+
+    prep() >> work()
+
+
+foresight_overrun()
+foresight_deadline()
