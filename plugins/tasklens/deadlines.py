@@ -16,8 +16,9 @@ The api-server forecasts each in-flight run's finish against it (:mod:`tasklens.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, time, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -25,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from tasklens.alerts import Severity
 from tasklens.exceptions import ConfigError
 
-__all__ = ["DEADLINE_KEYS", "Deadline", "parse_deadline"]
+__all__ = ["DEADLINE_KEYS", "Deadline", "parse_deadline", "unmatched_globs"]
 
 DEADLINE_KEYS = ("match", "by", "within", "from", "severity", "quantile", "min_history", "update_after_move")
 _MATCH_KEYS = ("dag_id", "tags")
@@ -151,3 +152,15 @@ def parse_deadline(name: str, raw: Any, *, source: str, strings: Callable[[Any, 
     if "update_after_move" in raw:
         changes["update_after_move_s"] = duration(raw["update_after_move"], f"{key}.update_after_move")
     return Deadline(name=name, **changes)
+
+
+def unmatched_globs(deadlines: Iterable[Deadline], dag_ids: Iterable[str]) -> list[tuple[str, str]]:
+    """``(key, glob)`` of every deadline ``match.dag_id`` glob that matches none of ``dag_ids`` (a typo, or a DAG
+    that was renamed): such a deadline silently watches nothing."""
+    known = list(dag_ids)
+    return [
+        (f"deadlines.{deadline.name}.match.dag_id", glob)
+        for deadline in deadlines
+        for glob in deadline.dag_id
+        if not any(fnmatch.fnmatchcase(dag_id, glob) for dag_id in known)
+    ]

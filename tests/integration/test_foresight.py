@@ -55,6 +55,8 @@ def stack(tmp_path_factory, slack):
         "AIRFLOW__TASKLENS__RECONCILE_INTERVAL_S": "2",
     }
     with AirflowStack(tmp_path_factory.mktemp("foresight-home"), DAGS, env) as running:
+        run_id = running.trigger("tl_foresight_warmup")
+        assert running.wait_for_run("tl_foresight_warmup", run_id, timeout=180) == "success"
         yield running
 
 
@@ -66,20 +68,31 @@ def _alerts(stack, dag_id: str) -> list[dict]:
         store.dispose()
 
 
+def _task_tab(stack, dag_id: str, task_id: str) -> str:
+    status, page = stack.request("GET", f"/tasklens/ti?dag_id={dag_id}&run_id=any&task_id={task_id}")
+    assert status == 200
+    return " ".join(page.split())
+
+
 def test_a_task_running_past_its_history_alerts_while_it_runs_and_resolves_when_it_finishes(stack, slack):
-    """Three 1 s runs make the history (the task is learning before); a 30 s run gets 'running long' while it is
-    still running, sent to Slack, and the alert resolves saying it finished once the attempt ends."""
+    """Three 1 s runs make the history (the task tab says "learning" before, its usual duration after); a 30 s run
+    gets 'running long' while it is still running, sent to Slack, and the alert resolves saying it finished once
+    the attempt ends."""
     dag_id = "tl_foresight_overrun"
+    assert "<strong>learning</strong>: 0 of 3 successful attempts" in _task_tab(stack, dag_id, "train")
     for _ in range(3):
         run_id = stack.trigger(dag_id, conf={"sleep_s": 1})
         assert stack.wait_for_run(dag_id, run_id, timeout=180) == "success"
+    tab = _task_tab(stack, dag_id, "train")
+    assert "learning" not in tab and "3 recent successes); alerts past " in tab
     run_id = stack.trigger(dag_id, conf={"sleep_s": 30})
     (alert,) = wait_until(lambda: [a for a in _alerts(stack, dag_id) if a["status"] == "open"], 60,
                           "no running-long alert")
     assert stack.run_state(dag_id, run_id) == "running"  # alerted before the attempt ended
     assert alert["rule"] == "task_overrun" and alert["kind"] == "overrun" and alert["run_id"] == run_id
     assert alert["data"]["history_size"] == 3 and alert["data"]["baseline"] == "recent"
-    assert alert["summary"].startswith(f"{dag_id}.train running ") and "usually 1." in alert["summary"]
+    assert alert["summary"].startswith(f"{dag_id}.train running ") and "s; usually " in alert["summary"]
+    assert alert["data"]["usual_s"] < 5 and "(p95 " in alert["summary"]
     wait_until(lambda: any("Task running long" in t for t in slack.texts()), 30, "no running-long message")
     assert stack.wait_for_run(dag_id, run_id, timeout=180) == "success"
     (resolved,) = wait_until(lambda: [a for a in _alerts(stack, dag_id) if a["status"] == "resolved"], 60,

@@ -22,11 +22,11 @@ from tasklens.events import TaskEvent
 from tasklens.foresight import queries
 from tasklens.foresight.deadlines import DeadlineChecks, deadline_rule
 from tasklens.foresight.history import Baseline, Sample, baseline
-from tasklens.foresight.overrun import Attempt, overrun_alert, resolve_alert, stuck_alert
+from tasklens.foresight.overrun import Attempt, overrun_alert, overrun_limit, resolve_alert, stuck_alert
 from tasklens.ruleset import Rule
 from tasklens.text import format_duration
 
-__all__ = ["CheckResult", "InFlightChecks", "run_checks"]
+__all__ = ["CheckResult", "InFlightChecks", "duration_outlook", "run_checks"]
 
 log = logging.getLogger(__name__)
 
@@ -173,3 +173,24 @@ _checks = InFlightChecks()
 def run_checks(alert_store: Any, now: datetime) -> CheckResult:
     """One pass of the in-flight checks with this process's history cache (the reconciler calls this)."""
     return _checks.run(alert_store, now)
+
+
+def duration_outlook(dag_id: str, task_id: str, *, at: datetime | None = None) -> dict[str, Any] | None:
+    """What the running-too-long check expects of the task (the UI's task tab): ``{"status": "learning",
+    "samples": 2, "needed": 5}``, or ``{"status": "watching", "usual_s", "p95_s", "limit_s", "baseline",
+    "samples"}``; None when no enabled overrun rule covers the task. Reads the metadata DB (api-server only)."""
+    from airflow.utils.session import create_session  # noqa: PLC0415 - Airflow's ORM loads only in the api-server
+
+    subject = TaskEvent(event="running", dag_id=dag_id, task_id=task_id, run_id="", source="api")
+    rule = next((r for r in config.ruleset().rules_of_type("overrun") if rules.rule_condition(r)(subject)), None)
+    if rule is None:
+        return None
+    with create_session() as session:
+        samples = queries.success_history(session, dag_id, task_id)
+    history = baseline(samples, at=at, min_history=rule.min_history)
+    limit = overrun_limit(rule, history)
+    if history is None:
+        return {"status": "learning" if limit is None else "watching", "samples": len(samples),
+                "needed": rule.min_history, "limit_s": limit, "rule": rule.name}
+    return {"status": "watching", "usual_s": history.usual_s, "p95_s": history.high_s, "limit_s": limit,
+            "baseline": history.method, "samples": history.size, "rule": rule.name}

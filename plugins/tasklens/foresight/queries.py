@@ -20,7 +20,8 @@ from tasklens.foresight.history import Sample
 from tasklens.foresight.overrun import Attempt
 
 __all__ = [
-    "HISTORY_SIZE", "attempt_end", "attempts_in_flight", "dag_structure", "dag_tags", "run_end", "run_tasks",
+    "HISTORY_SIZE", "attempt_end", "attempts_in_flight", "dag_structure", "dag_tags", "known_dag_ids", "run_end",
+    "run_tasks",
     "runs_in_flight", "success_history",
 ]
 
@@ -154,3 +155,10 @@ def dag_structure(session: Any, dag_id: str) -> dict[str, tuple[str, ...]] | Non
     if dag is None:
         return None
     return {task.task_id: tuple(sorted(task.upstream_task_ids)) for task in dag.tasks}
+
+
+def known_dag_ids(session: Any) -> list[str]:
+    """Every DAG id Airflow knows (the ``dag`` table's primary key)."""
+    from airflow.models.dag import DagModel  # noqa: PLC0415 - Airflow's ORM loads only where the metadata DB is read
+
+    return [str(dag_id) for dag_id in session.scalars(sa.select(DagModel.dag_id))]

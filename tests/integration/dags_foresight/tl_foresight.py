@@ -7,6 +7,17 @@ import time
 from airflow.sdk import dag, get_current_context, task
 
 
+@dag(dag_id="tl_foresight_warmup", schedule=None, catchup=False, tags=["tasklens-test"])
+def foresight_warmup():
+    """The stack's first task process starts cold (10-20 s here): run it outside the histories under test."""
+
+    @task
+    def warm() -> None:
+        pass
+
+    warm()
+
+
 @dag(dag_id="tl_foresight_overrun", schedule=None, catchup=False, tags=["tasklens-test"], params={"sleep_s": 1.0})
 def foresight_overrun():
     @task
@@ -31,5 +42,6 @@ def foresight_deadline():
     prep() >> work()
 
 
+foresight_warmup()
 foresight_overrun()
 foresight_deadline()

@@ -63,3 +63,13 @@ def test_the_example_rules_file_documents_every_deadline_key():
     text = example.read_text(encoding="utf-8")
     assert [key for key in DEADLINE_KEYS if f"{key}:" not in text] == []
     assert {d.name for d in load_ruleset(example).deadlines} == {"nightly_ml", "hourly_feed"}
+
+
+def test_a_glob_matching_no_dag_is_named_with_its_key():
+    """check-config reports each deadlines.<name>.match.dag_id glob that matches none of Airflow's DAGs."""
+    from tasklens.deadlines import unmatched_globs
+
+    (deadline,) = _deadlines('  d:\n    match: {dag_id: ["lakehouse_*", "nightly_lod"]}\n    within: 1h\n')
+    unmatched = unmatched_globs([deadline], ["lakehouse_ml", "nightly_load"])
+    assert unmatched == [("deadlines.d.match.dag_id", "nightly_lod")]
+    assert unmatched_globs([deadline], ["lakehouse_ml", "nightly_lod"]) == []
