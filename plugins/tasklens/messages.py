@@ -90,6 +90,8 @@ _KIND_TEMPLATES = {
     AlertKind.OVERRUN: "overrun",
     AlertKind.STUCK: "stuck",
     AlertKind.DEADLINE: "deadline",
+    AlertKind.LATE: "late",
+    AlertKind.HEARTBEAT: "heartbeat",
     AlertKind.METRIC: "metric",
     AlertKind.CUSTOM: "custom",
     AlertKind.RESOLVE: "resolve",

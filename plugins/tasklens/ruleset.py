@@ -68,6 +68,8 @@ RULE_TYPES: Mapping[str, tuple[str, ...]] = types.MappingProxyType(
         "duration": ("success", "failed", "up_for_retry", "killed"),
         "overrun": (),  # a running attempt, checked by the api-server (tasklens.foresight)
         "stuck": (),  # a queued / scheduled attempt, checked by the api-server (tasklens.foresight)
+        "late": (),  # a scheduled DAG run not started in time, checked by the api-server (tasklens.foresight)
+        "heartbeat": (),  # an Airflow component that stopped heartbeating (tasklens.foresight)
         "metric": (),
         "custom": (),
     }
@@ -82,6 +84,8 @@ BUILTIN_RULES: Mapping[str, str] = types.MappingProxyType(
         "task_duration": "duration",
         "task_overrun": "overrun",
         "task_stuck": "stuck",
+        "dag_late": "late",
+        "component_heartbeat": "heartbeat",
         "custom": "custom",
     }
 )
@@ -149,6 +153,9 @@ class Rule:
     # stuck rules
     max_queued_s: float | None = None
     max_scheduled_s: float | None = None
+    # late rules / heartbeat rules
+    max_delay_s: float | None = None
+    max_silence_s: float | None = None
     # metric rules
     metric: str | None = None
     op: str = ">"
@@ -467,6 +474,8 @@ _RULE_KEYS_BY_TYPE = {
     "recovered": ("resolves",),
     "overrun": ("max_duration", "factor", "min_history", "min_duration"),
     "stuck": ("max_queued", "max_scheduled"),
+    "late": ("max_delay",),
+    "heartbeat": ("max_silence",),
 }
 _RULE_MATCH_KEYS = ("dag_id", "task_id", "tags", "owner", "operator", "exception_type")
 _ROUTE_KEYS = (
@@ -539,7 +548,7 @@ def _parse_rule(reader: _Reader, name: str, raw: Any, base: Rule | None) -> Rule
         match = reader.mapping(body["match"], f"{key}.match")
         reader.keys(match, f"{key}.match", _RULE_MATCH_KEYS)
         changes["match"] = RuleMatch(**{k: reader.strings(v, f"{key}.match.{k}") for k, v in match.items()})
-    if rule_type in ("overrun", "stuck"):
+    if rule_type in ("overrun", "stuck", "late", "heartbeat"):
         changes.update(_foresight_rule_changes(reader, key, body))
     if rule_type == "duration":
         if "max_duration" in body:
@@ -607,7 +616,8 @@ def _foresight_rule_changes(reader: _Reader, key: str, body: Mapping[str, Any]) 
     """The keys of the api-server's in-flight checks (``overrun``, ``stuck``)."""
     changes: dict[str, Any] = {}
     for name, field in (("max_duration", "max_duration_s"), ("min_duration", "min_duration_s"),
-                        ("max_queued", "max_queued_s"), ("max_scheduled", "max_scheduled_s")):
+                        ("max_queued", "max_queued_s"), ("max_scheduled", "max_scheduled_s"),
+                        ("max_delay", "max_delay_s"), ("max_silence", "max_silence_s")):
         if name in body:
             changes[field] = None if body[name] is None else reader.duration(body[name], f"{key}.{name}")
     if "factor" in body:
@@ -984,6 +994,20 @@ def _builtin_rules() -> tuple[Rule, ...]:
             max_queued_s=1800.0,
             max_scheduled_s=1800.0,
             description="A task has waited in queued or scheduled for over 30 minutes.",
+        ),
+        Rule(
+            "dag_late",
+            "late",
+            Severity.WARNING,
+            max_delay_s=1800.0,
+            description="A scheduled DAG run has not started (or not been created) 30 minutes after it was due.",
+        ),
+        Rule(
+            "component_heartbeat",
+            "heartbeat",
+            Severity.CRITICAL,
+            max_silence_s=180.0,
+            description="The scheduler, triggerer or dag-processor has not heartbeated for 3 minutes.",
         ),
         Rule("custom", "custom", Severity.WARNING, description="Alerts raised by task code with tasklens.alert()."),
         metric("spark_job_duration", ">", 1800.0, Severity.WARNING, "A Spark job ran longer than 30 minutes."),

@@ -2,8 +2,8 @@
 
 Real scheduler, dag-processor and api-server (LocalExecutor), a local Slack server. Short runs make a task's
 history; a run far past it gets a "running long" alert while it still runs, resolved ("finished after ...") once
-it ends. A run whose first task is slow is forecast to miss its ``within:`` deadline before the deadline, and the
-alert resolves when the run makes it after all.
+it ends. A scheduled run blocked by a full pool is late. A run whose first task is slow is forecast to miss its
+``within:`` deadline before the deadline, and the alert resolves when the run makes it after all.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ rules:
     factor: 2
     min_history: 3
     min_duration: 4s
+  dag_late:
+    max_delay: 20s
+    match: {dag_id: "tl_foresight_*"}
 deadlines:
   tl_deadline:
     match: {tags: [deadline]}
@@ -55,6 +58,7 @@ def stack(tmp_path_factory, slack):
         "AIRFLOW__TASKLENS__RECONCILE_INTERVAL_S": "2",
     }
     with AirflowStack(tmp_path_factory.mktemp("foresight-home"), DAGS, env) as running:
+        running.api("POST", "/api/v2/pools", {"name": "tl_full", "slots": 0, "include_deferred": False})
         run_id = running.trigger("tl_foresight_warmup")
         assert running.wait_for_run("tl_foresight_warmup", run_id, timeout=180) == "success"
         yield running
@@ -125,3 +129,18 @@ def test_a_slow_run_is_forecast_to_miss_its_deadline_before_it_and_resolves_when
         "the deadline alert was not resolved")
     assert resolved["resolved_by"].startswith("deadline:tl_deadline: finished ")
     assert resolved["resolved_by"].endswith("before its deadline")
+
+
+def test_a_scheduled_run_blocked_by_a_full_pool_alerts_late_and_resolves_once_it_starts(stack):
+    """tl_foresight_late runs every minute, its task in a pool with no slots: its run is still not started 20 s
+    after it was due, so a 'late' alert names it; given a slot, the run starts and the alert resolves."""
+    dag_id = "tl_foresight_late"
+    (alert,) = wait_until(lambda: [a for a in _alerts(stack, dag_id) if a["kind"] == "late"], 150, "no late alert")
+    assert alert["rule"] == "dag_late" and alert["status"] == "open" and alert["data"]["created"] is True
+    assert alert["summary"].startswith(f"{dag_id}: run {alert['run_id']} has not started ")
+    assert stack.task_states(dag_id, alert["run_id"]) == {"load": "scheduled"}
+    stack.api("PATCH", "/api/v2/pools/tl_full", {"name": "tl_full", "slots": 8})
+    (resolved,) = wait_until(
+        lambda: [a for a in _alerts(stack, dag_id) if a["kind"] == "late" and a["status"] == "resolved"], 120,
+        "the late alert was not resolved")
+    assert resolved["resolved_by"] == "dag_late: no run is late any more (it started)"

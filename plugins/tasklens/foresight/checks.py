@@ -13,13 +13,13 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from tasklens import config, pipeline, rules
 from tasklens.alerts import Alert
 from tasklens.events import TaskEvent
-from tasklens.foresight import queries
+from tasklens.foresight import lateness, queries
 from tasklens.foresight.deadlines import DeadlineChecks, deadline_rule
 from tasklens.foresight.history import Baseline, Sample, baseline
 from tasklens.foresight.overrun import Attempt, overrun_alert, overrun_limit, resolve_alert, stuck_alert
@@ -49,6 +49,7 @@ class CheckResult:
     runs: int = 0  # DAG runs in flight with a deadline
     deadline_alerts: int = 0
     learning_runs: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+    late: int = 0  # late-run and heartbeat alerts raised or resolved
 
 
 def _subject(attempt: Attempt) -> TaskEvent:
@@ -117,17 +118,24 @@ class InFlightChecks:
         stuck_rules = [r for r in ruleset.rules_of_type("stuck") if r.max_queued_s is not None
                        or r.max_scheduled_s is not None]
         deadlines = ruleset.deadlines
-        if not overrun_rules and not stuck_rules and not deadlines:
+        late_rules = [r for r in ruleset.rules_of_type("late") if r.max_delay_s is not None]
+        beat_rules = [r for r in ruleset.rules_of_type("heartbeat") if r.max_silence_s is not None]
+        if not (overrun_rules or stuck_rules or deadlines or late_rules or beat_rules):
             return result
-        task_rules = [rule.name for rule in (*overrun_rules, *stuck_rules)]
-        open_rows = alert_store.open_alerts_of([*task_rules, *(deadline_rule(d) for d in deadlines)])
+        task_rules = {rule.name for rule in (*overrun_rules, *stuck_rules)}
+        run_rules = {rule.name for rule in (*late_rules, *beat_rules)}
+        open_rows = alert_store.open_alerts_of([*task_rules, *run_rules, *(deadline_rule(d) for d in deadlines)])
         with create_session() as session:
             new, resolves = self._task_checks(session, overrun_rules, stuck_rules,
                                               [row for row in open_rows if row["rule"] in task_rules], now, result)
+            late = _late_checks(session, late_rules, beat_rules,
+                                [row for row in open_rows if row["rule"] in run_rules], now)
             deadline_result = self.deadlines.run(
-                session, deadlines, [row for row in open_rows if row["rule"] not in task_rules], self.history, now)
+                session, deadlines, [row for row in open_rows if row["rule"] not in task_rules | run_rules],
+                self.history, now)
         result.runs, result.learning_runs = deadline_result.runs, deadline_result.learning
-        pipeline.record_alerts([*new, *resolves, *deadline_result.alerts])
+        result.late = len(late)
+        pipeline.record_alerts([*new, *resolves, *late, *deadline_result.alerts])
         result.raised, result.resolved = len(new), len(resolves)
         result.deadline_alerts = len(deadline_result.alerts)
         return result
@@ -165,6 +173,43 @@ class InFlightChecks:
                                         int(row["try_number"] or 1))
             resolves.append(resolve_alert(rule_name, dag_id, task_id, _outcome(row, ended, now), now))
         return new, resolves
+
+
+def _late_checks(session: Any, late_rules: Sequence[Rule], beat_rules: Sequence[Rule],
+                 open_rows: Sequence[Mapping[str, Any]], now: datetime) -> list[Alert]:
+    """Late runs and silent components: new alerts and resolves."""
+    firing: dict[tuple[str, str, str | None], Alert] = {}
+    if late_rules:
+        due_before = now - timedelta(seconds=min(r.max_delay_s or 0.0 for r in late_rules))
+        late = [(row.dag_id, row.run_id, row.run_after) for row in queries.unstarted_runs(session, due_before)]
+        late += [(row.dag_id, None, row.next_dagrun_create_after) for row in queries.overdue_dags(session, due_before)]
+        for dag_id, run_id, due in late:
+            subject = TaskEvent(event="late", dag_id=dag_id, task_id="", run_id=run_id or "", source="api")
+            rule = next((r for r in late_rules if rules.rule_condition(r)(subject)), None)
+            if rule is None or (rule.name, dag_id, None) in firing or due is None:
+                continue
+            alert = lateness.late_alert(rule, dag_id, run_id, _utc(due), now)
+            if alert is not None:
+                firing[(rule.name, dag_id, None)] = alert
+    if beat_rules:
+        for row in queries.component_heartbeats(session, list(lateness.COMPONENTS)):
+            for rule in beat_rules:
+                if row.latest_heartbeat is None:
+                    continue
+                alert = lateness.heartbeat_alert(rule, row.job_type, row.hostname, _utc(row.latest_heartbeat), now)
+                if alert is not None:
+                    firing[(rule.name, lateness.COMPONENT_DAG_ID, row.job_type)] = alert
+    by_key = {(row["rule"], row["dag_id"], row["task_id"]): row for row in open_rows}
+    alerts = [alert for key, alert in firing.items() if key not in by_key]
+    for (rule_name, dag_id, task_id) in by_key:
+        if (rule_name, dag_id, task_id) not in firing:
+            outcome = "heartbeating again" if task_id else "no run is late any more (it started)"
+            alerts.append(lateness.resolve_alert(rule_name, dag_id, task_id, outcome, now))
+    return alerts
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 _checks = InFlightChecks()

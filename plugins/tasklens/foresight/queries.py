@@ -20,9 +20,19 @@ from tasklens.foresight.history import Sample
 from tasklens.foresight.overrun import Attempt
 
 __all__ = [
-    "HISTORY_SIZE", "attempt_end", "attempts_in_flight", "dag_structure", "dag_tags", "known_dag_ids", "run_end",
+    "HISTORY_SIZE",
+    "attempt_end",
+    "attempts_in_flight",
+    "component_heartbeats",
+    "dag_structure",
+    "dag_tags",
+    "known_dag_ids",
+    "overdue_dags",
+    "run_end",
     "run_tasks",
-    "runs_in_flight", "success_history",
+    "runs_in_flight",
+    "success_history",
+    "unstarted_runs",
 ]
 
 #: Successes of a task read for its baseline: enough for an hour-of-week band of daily runs over ~6 months.
@@ -162,3 +172,53 @@ def known_dag_ids(session: Any) -> list[str]:
     from airflow.models.dag import DagModel  # noqa: PLC0415 - Airflow's ORM loads only where the metadata DB is read
 
     return [str(dag_id) for dag_id in session.scalars(sa.select(DagModel.dag_id))]
+
+
+def unstarted_runs(session: Any, due_before: datetime) -> list[Any]:
+    """Scheduled runs due before ``due_before`` still queued, or running with no task instance started yet
+    (``idx_dag_run_queued_dags`` / ``idx_dag_run_running_dags``, then ``ti_dag_run`` per run): dag_id, run_id,
+    run_after."""
+    from airflow.models.dagrun import DagRun  # noqa: PLC0415 - Airflow's ORM loads only in the api-server
+    from airflow.models.taskinstance import TaskInstance  # noqa: PLC0415 - Airflow's ORM loads only in the api-server
+
+    dr = DagRun.__table__.c
+    ti = TaskInstance.__table__.c
+    started = sa.exists().where(ti.dag_id == dr.dag_id, ti.run_id == dr.run_id, ti.start_date.is_not(None))
+    return list(session.execute(
+        sa.select(dr.dag_id, dr.run_id, dr.run_after).where(
+            dr.state.in_(("queued", "running")), dr.run_type == "scheduled", dr.run_after < due_before, ~started
+        )
+    ).all())
+
+
+def overdue_dags(session: Any, due_before: datetime) -> list[Any]:
+    """Active, unpaused DAGs whose next run should have been created before ``due_before``: dag_id,
+    next_dagrun_create_after."""
+    from airflow.models.dag import DagModel  # noqa: PLC0415 - Airflow's ORM loads only in the api-server
+
+    dag = DagModel.__table__.c
+    return list(session.execute(
+        sa.select(dag.dag_id, dag.next_dagrun_create_after).where(
+            dag.is_paused.is_(False), dag.is_stale.is_(False), dag.next_dagrun_create_after < due_before
+        )
+    ).all())
+
+
+def component_heartbeats(session: Any, job_types: Sequence[str]) -> list[Any]:
+    """The newest heartbeat of each component type and the host it came from (``job_type_heart``):
+    job_type, latest_heartbeat, hostname."""
+    from airflow.jobs.job import Job  # noqa: PLC0415 - Airflow's ORM loads only in the api-server
+
+    job = Job.__table__.c
+    per_host = session.execute(
+        sa.select(job.job_type, job.hostname, sa.func.max(job.latest_heartbeat).label("latest_heartbeat"))
+        .where(job.job_type.in_(list(job_types)))
+        .group_by(job.job_type, job.hostname)
+    ).all()
+    newest: dict[str, Any] = {}
+    for row in per_host:
+        if row.latest_heartbeat is None:
+            continue
+        if row.job_type not in newest or row.latest_heartbeat > newest[row.job_type].latest_heartbeat:
+            newest[row.job_type] = row
+    return list(newest.values())

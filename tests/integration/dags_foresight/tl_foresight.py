@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 
 from airflow.sdk import dag, get_current_context, task
 
@@ -42,6 +43,19 @@ def foresight_deadline():
     prep() >> work()
 
 
+@dag(dag_id="tl_foresight_late", schedule=timedelta(minutes=1), start_date=datetime(2026, 1, 1), catchup=False,
+     tags=["tasklens-test"])
+def foresight_late():
+    """A scheduled DAG whose task needs the "tl_full" pool, which the test creates with no slots."""
+
+    @task(pool="tl_full")
+    def load() -> None:
+        pass
+
+    load()
+
+
 foresight_warmup()
 foresight_overrun()
 foresight_deadline()
+foresight_late()
