@@ -139,7 +139,7 @@ def test_a_scheduled_run_blocked_by_a_full_pool_alerts_late_and_resolves_once_it
     assert alert["rule"] == "dag_late" and alert["status"] == "open" and alert["data"]["created"] is True
     assert alert["summary"].startswith(f"{dag_id}: run {alert['run_id']} has not started ")
     assert stack.task_states(dag_id, alert["run_id"]) == {"load": "scheduled"}
-    stack.api("PATCH", "/api/v2/pools/tl_full", {"name": "tl_full", "slots": 8})
+    stack.api("PATCH", "/api/v2/pools/tl_full", {"name": "tl_full", "slots": 8, "include_deferred": False})
     (resolved,) = wait_until(
         lambda: [a for a in _alerts(stack, dag_id) if a["kind"] == "late" and a["status"] == "resolved"], 120,
         "the late alert was not resolved")
