@@ -13,7 +13,7 @@ The bulk DB has no serialized DAGs, so deadline forecasts stop at the structure 
 a millisecond per 20-task run: ``benchmarks/forecast.py``). Prints ``name: value`` lines, last
 ``all checks pass ms: <median>`` (target <= 100).
 
-    python benchmarks/foresight_scale.py [TASK_INSTANCES] [ROUNDS]
+    python benchmarks/foresight_scale.py [TASK_INSTANCES] [ROUNDS]   # TASKLENS_BENCH_PROFILE=1: profile a pass
 """
 
 from __future__ import annotations
@@ -127,6 +127,13 @@ def main(task_instances: int, rounds: int) -> None:
                 started = time.perf_counter()
                 func()
                 timings[name].append((time.perf_counter() - started) * 1000)
+        if os.environ.get("TASKLENS_BENCH_PROFILE"):  # where a steady pass spends its time
+            import cProfile
+            import pstats
+
+            profile = cProfile.Profile()
+            profile.runcall(full_pass)
+            pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
         store.reset_stores()
     for name, values in timings.items():
         print(f"{name} ms: median {statistics.median(values):.1f}, max {max(values):.1f} ({rounds} rounds)")

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: How long a task's success history is reused before it is read again.
 HISTORY_TTL_S = 300.0
+#: A learning task's history is read again after this many reconciler intervals.
+LEARNING_PASSES = 6
 #: Tasks whose history is cached at most (the least recently read go first).
 _HISTORY_CACHE_SIZE = 20_000
 
@@ -50,6 +52,13 @@ class CheckResult:
     deadline_alerts: int = 0
     learning_runs: set[tuple[str, str]] = dataclasses.field(default_factory=set)
     late: int = 0  # late-run and heartbeat alerts raised or resolved
+
+
+def _interval_s() -> float:
+    try:
+        return float(config.reconcile_interval_s())
+    except Exception:  # a bad setting is the config check's to report
+        return 5.0
 
 
 def _subject(attempt: Attempt) -> TaskEvent:
@@ -79,22 +88,27 @@ def _outcome(row: Mapping[str, Any], ended: tuple[str | None, float | None, date
 class InFlightChecks:
     """The running-too-long and stuck-waiting checks, with the success histories they read cached across passes."""
 
-    def __init__(self, *, history_ttl_s: float = HISTORY_TTL_S, clock: Any = time.monotonic) -> None:
+    def __init__(self, *, history_ttl_s: float = HISTORY_TTL_S, learning_ttl_s: float | None = None,
+                 clock: Any = time.monotonic) -> None:
         self.history_ttl_s = history_ttl_s
+        # Re-reading every learning task each pass cost ~100 ms at 30 learning tasks (benchmarks/foresight_scale.py).
+        self.learning_ttl_s = learning_ttl_s if learning_ttl_s is not None else LEARNING_PASSES * _interval_s()
         self.clock = clock
         self._history: dict[TaskKey, tuple[float, list[Sample]]] = {}
         self._lock = threading.Lock()
         self.deadlines = DeadlineChecks(clock=clock)
 
     def history(self, session: Any, dag_id: str, task_id: str, *, at_least: int = 0) -> list[Sample]:
-        """The task's recent successes, read at most once per ``history_ttl_s`` once it has ``at_least`` of them
-        (a learning task is read every pass: its next success ends the learning)."""
+        """The task's recent successes, read at most once per ``history_ttl_s`` once it has ``at_least`` of them,
+        else once per ``learning_ttl_s`` (its next success soon ends the learning)."""
         key = (dag_id, task_id)
         now = self.clock()
         with self._lock:
             cached = self._history.get(key)
-        if cached is not None and now - cached[0] < self.history_ttl_s and len(cached[1]) >= at_least:
-            return cached[1]
+        if cached is not None:
+            ttl = self.history_ttl_s if len(cached[1]) >= at_least else self.learning_ttl_s
+            if now - cached[0] < ttl:
+                return cached[1]
         samples = queries.success_history(session, dag_id, task_id)
         with self._lock:
             if len(self._history) >= _HISTORY_CACHE_SIZE:

@@ -82,18 +82,23 @@ def test_resolve_says_how_the_attempt_ended():
     assert resolve.data["resolved_by"] == "task_overrun: finished after 52m"
 
 
-def test_a_learning_tasks_history_is_read_again_every_pass(monkeypatch):
-    """The history cache keeps a task's successes for minutes, except while it has too few: the next success
-    must end the learning at once (not after the cache expires)."""
+def test_a_learning_tasks_history_is_read_again_sooner(monkeypatch):
+    """The history cache keeps a task's successes for minutes, but a learning one's (too few) only for
+    learning_ttl_s: its next success ends the learning within seconds, not when the cache expires."""
     from tasklens.foresight import checks, queries
     from tasklens.foresight.history import Sample
 
     reads = []
     history = [Sample(NOW, 60.0)]
     monkeypatch.setattr(queries, "success_history", lambda session, dag_id, task_id: reads.append(1) or list(history))
-    cache = checks.InFlightChecks(clock=lambda: 0.0)
+    clock = [0.0]
+    cache = checks.InFlightChecks(history_ttl_s=300, learning_ttl_s=30, clock=lambda: clock[0])
     assert len(cache.history(None, "d", "t", at_least=3)) == 1
     history.extend([Sample(NOW, 61.0), Sample(NOW, 62.0)])
+    clock[0] = 10.0
+    assert len(cache.history(None, "d", "t", at_least=3)) == 1  # learning, cached for 30 s
+    clock[0] = 31.0
+    assert len(cache.history(None, "d", "t", at_least=3)) == 3  # read again: learning is over
+    clock[0] = 200.0
     assert len(cache.history(None, "d", "t", at_least=3)) == 3
-    assert len(cache.history(None, "d", "t", at_least=3)) == 3
-    assert len(reads) == 2  # the third call is served from the cache
+    assert len(reads) == 2  # the last call is served from the (5 min) cache
