@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "plugins"), str(REPO / "include"), str(REPO)]
 
 import tests.conftest  # noqa: E402,F401 - the tests' isolated AIRFLOW_HOME and paths, set before Airflow is imported
+from tasklens.testing import SlackSink  # noqa: E402
 from tests.faults import component_scenarios as components  # noqa: E402
 from tests.faults import run_scenarios as runs  # noqa: E402
 from tests.faults import scenarios  # noqa: E402
@@ -40,7 +41,6 @@ from tests.faults.harness import FaultOutcome, StallingProxy, markdown_table  # 
 from tests.integration.observability import StatsdSink  # noqa: E402
 from tests.integration.postgres import PostgresServer  # noqa: E402
 from tests.integration.stack import AirflowStack  # noqa: E402
-from tests.sinks import SlackSink  # noqa: E402
 
 
 class Resources:

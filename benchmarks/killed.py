@@ -20,6 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 
+from tasklens.testing import SlackSink  # noqa: E402
 from tests.integration.stack import AirflowStack  # noqa: E402
 from tests.integration.test_killed_tasks import (  # noqa: E402
     DAGS,
@@ -30,7 +31,6 @@ from tests.integration.test_killed_tasks import (  # noqa: E402
     _wait,
     _wait_for_marker,
 )
-from tests.sinks import SlackSink  # noqa: E402
 
 
 def _kill_messages(slack: SlackSink) -> list[str]:

@@ -23,9 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 
+from tasklens.testing import SlackSink  # noqa: E402
 from tests.integration.stack import AirflowStack  # noqa: E402
 from tests.integration.test_killed_tasks import DAGS, _alerts_for, _slack_texts_for, _store, _wait  # noqa: E402
-from tests.sinks import SlackSink  # noqa: E402
 
 DAG_ID = "tl_plain_failure"
 

@@ -42,7 +42,7 @@ def main() -> None:
     from tasklens.dispatch import Dispatcher, DispatcherSettings
     from tasklens.events import TaskEvent
     from tasklens.store import get_store
-    from tests.sinks import SlackSink
+    from tasklens.testing import SlackSink
 
     store = get_store(migrate=True)  # as `tasklens db upgrade` would
     with SlackSink() as sink:

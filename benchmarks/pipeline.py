@@ -63,7 +63,8 @@ def one_round(spark, master: str) -> dict[str, tuple[float, int, int]]:
         rows = result["records_in"] if isinstance(result, dict) else result.records_in
         stages[name] = (collector.metrics.spark_job_duration, int(rows or 0), collector.metrics.jvm_heap_peak_bytes)
         if name == "ml":
-            print(f"    auc={result.metrics['auc']:.3f} accuracy={result.metrics['prediction_accuracy']:.3f}")
+            scores = result.metrics
+            print(f"    roc_auc={scores['roc_auc']:.3f} balanced_accuracy={scores['balanced_accuracy']:.1f}")
     return stages
 
 

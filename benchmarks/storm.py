@@ -39,8 +39,8 @@ def main(failures: int = 1000) -> None:
     from tasklens.dispatch import Dispatcher, DispatcherSettings
     from tasklens.events import TaskEvent
     from tasklens.store import get_store
+    from tasklens.testing import SlackSink
     from tests.channel_servers import PagerDutyServer, Reply
-    from tests.sinks import SlackSink
 
     pagerduty = PagerDutyServer(fail_ratio=0.1, seed=7)
     pagerduty.fail_replies = [Reply(429, retry_after=1), Reply(500)]

@@ -8,7 +8,7 @@ The tasks are the same as in `lakehouse_feeder`, `lakehouse_preprocessor`, `lake
 trigger them twice.
 
 Params: `months` (`all`, `2013-01:2013-03`, `2013-01,2013-05`), `fault` (empty, `truncated`,
-`schema_drift`, `duplicates`, `late`), `land` (false: use what is already in the landing zone).
+`schema_drift`, `duplicates`, `late`, `drift`), `land` (false: use what is already in the landing zone).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from lakehouse.dag_factory import (  # noqa: E402
     default_args=DEFAULT_ARGS,
     params={
         "months": Param("all", type="string", description="months to land: all | 2013-01:2013-03 | 2013-01,2013-05"),
-        "fault": Param("", type="string", enum=["", "truncated", "schema_drift", "duplicates", "late"]),
+        "fault": Param("", type="string", enum=["", "truncated", "schema_drift", "duplicates", "late", "drift"]),
         "land": Param(True, type="boolean", description="deliver the months into the landing zone first"),
     },
     tags=["lakehouse", "pipeline", "spark", "demo"],

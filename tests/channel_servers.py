@@ -15,6 +15,7 @@ webhook deliveries).
 from __future__ import annotations
 
 import collections
+import gzip
 import hashlib
 import hmac
 import http.server
@@ -26,17 +27,26 @@ import urllib.parse
 import uuid
 from typing import Any
 
-from tests.sinks import Reply, free_port
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-__all__ = ["ApiServer", "OpsgenieServer", "PagerDutyServer", "Reply", "TeamsServer", "WebhookReceiver"]
+from tasklens.testing import Reply, free_port
+
+__all__ = [
+    "ApiServer", "OpsgenieServer", "OtlpReceiver", "PagerDutyServer", "Reply", "SlackApiServer", "TeamsServer",
+    "WebhookReceiver",
+]
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     server_api: ApiServer
 
+    def do_GET(self) -> None:  # Slack's users.info is a GET
+        self.do_POST()
+
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length)
+        raw = self.rfile.read(length) if length else b""
         parsed = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(parsed.query))
         status, headers, body = self.server_api._answer(parsed.path, query, dict(self.headers.items()), raw)
@@ -291,3 +301,162 @@ class WebhookReceiver(ApiServer):
             return 401, {}, {"error": "bad signature"}
         self.deliveries.append((lower, json.loads(raw)))
         return 200, {}, {"ok": True}
+
+
+class SlackApiServer(ApiServer):
+    """Slack's Web API for a bot token (``Authorization: Bearer xoxb-...``): ``chat.postMessage`` (answers the
+    channel id and the message ``ts``), ``chat.update``, ``chat.postEphemeral`` and ``users.info`` (a form, the
+    profile's email from :attr:`users`). Every answer is HTTP 200 with ``ok`` true or false, as Slack's are.
+
+    ``messages``: ``{ts: message}`` as a person in the channel sees them (updates applied); ``ephemerals``: what
+    single users were told.
+    """
+
+    CHANNEL_IDS = {"#alerts": "C0ALERTS"}
+
+    def __init__(self, token: str = "xoxb-test-token", signing_secret: str = "slack-signing-s3cret",
+                 users: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.token = token
+        self.signing_secret = signing_secret
+        self.users = dict(users or {})  # Slack user id -> email
+        self.messages: dict[str, dict[str, Any]] = {}
+        self.updates: list[dict[str, Any]] = []
+        self.ephemerals: list[dict[str, Any]] = []
+
+    def conn_json(self, **extra: Any) -> str:
+        """``AIRFLOW_CONN_<ID>`` of a ``slack`` connection (bot token) with this app's signing secret."""
+        return json.dumps({"conn_type": "slack", "password": self.token,
+                           "extra": {"base_url": f"{self.url}/api/", "signing_secret": self.signing_secret, **extra}})
+
+    def handle(self, path, query, headers, raw):
+        auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+        if auth != f"Bearer {self.token}":
+            return 200, {}, {"ok": False, "error": "invalid_auth"}
+        method = path.rsplit("/", 1)[-1]
+        form = "x-www-form-urlencoded" in next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+        body = dict(urllib.parse.parse_qsl(raw.decode())) if form else _json(raw) if raw else dict(query)
+        if not isinstance(body, dict):
+            return 200, {}, {"ok": False, "error": "invalid_json"}
+        if method == "users.info":
+            email = self.users.get(str(body.get("user")))
+            if email is None:
+                return 200, {}, {"ok": False, "error": "user_not_found"}
+            return 200, {}, {"ok": True, "user": {"id": body["user"], "profile": {"email": email}}}
+        channel = self.CHANNEL_IDS.get(str(body.get("channel")), str(body.get("channel")))
+        if method == "chat.postMessage":
+            ts = f"{time.time():.6f}"
+            self.messages[ts] = {"channel": channel, "ts": ts, "text": body.get("text"), "blocks": body.get("blocks")}
+            return 200, {}, {"ok": True, "channel": channel, "ts": ts, "message": self.messages[ts]}
+        if method == "chat.update":
+            ts = str(body.get("ts"))
+            if ts not in self.messages or self.messages[ts]["channel"] != channel:
+                return 200, {}, {"ok": False, "error": "message_not_found"}
+            self.messages[ts].update(text=body.get("text"), blocks=body.get("blocks"))
+            self.updates.append(body)
+            return 200, {}, {"ok": True, "channel": channel, "ts": ts}
+        if method == "chat.postEphemeral":
+            self.ephemerals.append(body)
+            return 200, {}, {"ok": True, "message_ts": f"{time.time():.6f}"}
+        return 200, {}, {"ok": False, "error": "unknown_method"}
+
+    def click(self, ts: str, action_id: str, user_id: str) -> dict[str, Any]:
+        """The ``block_actions`` payload Slack sends when ``user_id`` clicks button ``action_id`` of message ``ts``."""
+        message = self.messages[ts]
+        button = next(element for block in message["blocks"] if block["type"] == "actions"
+                      for element in block["elements"] if element.get("action_id") == action_id)
+        return {
+            "type": "block_actions",
+            "user": {"id": user_id, "username": user_id.lower(), "team_id": "T0TEAM"},
+            "api_app_id": "A0TASKLENS",
+            "container": {"type": "message", "message_ts": ts, "channel_id": message["channel"]},
+            "channel": {"id": message["channel"], "name": "alerts"},
+            "message": {"type": "message", "ts": ts, "text": message["text"], "blocks": message["blocks"]},
+            "response_url": f"{self.url}/actions/T0TEAM/1/x",
+            "actions": [{"type": "button", "action_id": action_id, "block_id": "b",
+                         "value": button["value"], "action_ts": f"{time.time():.6f}"}],
+        }
+
+    def signed_request(self, payload: dict[str, Any], *, timestamp: int | None = None,
+                       secret: str | None = None) -> tuple[bytes, dict[str, str]]:
+        """``(body, headers)`` of Slack's POST of ``payload`` to the interactivity URL, signed (v0) as Slack signs."""
+        body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        key = (self.signing_secret if secret is None else secret).encode()
+        signature = "v0=" + hmac.new(key, b"v0:" + ts.encode() + b":" + body, hashlib.sha256).hexdigest()
+        return body, {"Content-Type": "application/x-www-form-urlencoded", "X-Slack-Request-Timestamp": ts,
+                      "X-Slack-Signature": signature}
+
+
+class OtlpReceiver(ApiServer):
+    """An OTLP/HTTP receiver (what an OpenTelemetry Collector's ``otlp`` receiver speaks on :4318): decodes the
+    protobuf bodies of ``/v1/metrics`` and ``/v1/traces`` with ``opentelemetry-proto``.
+
+    ``points()``: every metric data point as ``{"name", "kind", "attributes", "value", "count", "service"}``
+    (``kind``: sum, gauge, histogram, exponential_histogram; ``value`` for sums and gauges, ``count``/``value`` =
+    count/sum for histograms). ``spans()``: every span as ``{"name", "trace_id", "span_id", "attributes"}`` (ids in
+    hex). ``env()``: the ``OTEL_*`` variables that point an SDK exporter here over http/protobuf.
+    """
+
+    def env(self) -> dict[str, str]:
+        return {"OTEL_EXPORTER_OTLP_ENDPOINT": self.url, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "OTEL_TRACES_EXPORTER": "otlp_proto_http"}
+
+    def handle(self, path, query, headers, raw):
+        raw = _decoded(headers, raw)
+        if path == "/v1/metrics":
+            metrics_service_pb2.ExportMetricsServiceRequest.FromString(raw)  # a body that does not decode fails here
+            return 200, {}, metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
+        if path == "/v1/traces":
+            trace_service_pb2.ExportTraceServiceRequest.FromString(raw)
+            return 200, {}, trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+        return 404, {}, {"error": f"no OTLP signal at {path}"}
+
+    def _bodies(self, path: str) -> list[bytes]:
+        with self.lock:
+            return [_decoded(headers, raw) for (p, _, headers, raw), status
+                    in zip(self.requests, self.answers, strict=False) if p == path and status == 200]
+
+    def points(self) -> list[dict[str, Any]]:
+        found = []
+        for raw in self._bodies("/v1/metrics"):
+            request = metrics_service_pb2.ExportMetricsServiceRequest.FromString(raw)
+            for resource_metrics in request.resource_metrics:
+                service = _attributes(resource_metrics.resource.attributes).get("service.name")
+                for scope in resource_metrics.scope_metrics:
+                    for metric in scope.metrics:
+                        kind = metric.WhichOneof("data")
+                        for point in getattr(metric, kind).data_points:
+                            found.append({
+                                "name": metric.name, "kind": kind, "service": service,
+                                "attributes": _attributes(point.attributes),
+                                "value": point.sum if "histogram" in kind else (
+                                    point.as_double if point.HasField("as_double") else point.as_int),
+                                "count": point.count if "histogram" in kind else None,
+                            })
+        return found
+
+    def spans(self) -> list[dict[str, Any]]:
+        found = []
+        for raw in self._bodies("/v1/traces"):
+            request = trace_service_pb2.ExportTraceServiceRequest.FromString(raw)
+            for resource_spans in request.resource_spans:
+                for scope in resource_spans.scope_spans:
+                    for span in scope.spans:
+                        found.append({"name": span.name, "trace_id": span.trace_id.hex(),
+                                      "span_id": span.span_id.hex(), "attributes": _attributes(span.attributes)})
+        return found
+
+
+def _decoded(headers: dict[str, str], raw: bytes) -> bytes:
+    gzipped = {k.lower(): v for k, v in headers.items()}.get("content-encoding") == "gzip"
+    return gzip.decompress(raw) if gzipped else raw
+
+
+def _attributes(key_values: Any) -> dict[str, Any]:
+    """OTLP KeyValue list -> {key: Python value}."""
+    values = {}
+    for item in key_values:
+        which = item.value.WhichOneof("value")
+        values[item.key] = getattr(item.value, which) if which else None
+    return values

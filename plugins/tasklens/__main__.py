@@ -7,6 +7,9 @@
   get a test alert that is resolved at once.
 - ``dispatch [--once]``: run the outbox dispatcher as its own process (or one pass).
 - ``replay``: re-queue every undelivered (dead) delivery.
+- ``backtest --rules candidate.yml [--since 30d]``: replay the stored event history through a candidate rules file,
+  side by side with the current rules (messages per day and channel, pages, incidents, noisiest fingerprints); no
+  network, no writes.
 - ``db upgrade``: migrate the alert store to this tasklens's schema (also done when the api-server starts; never by
   tasks, the scheduler or the dag-processor).
 - ``spool ingest``: store the writes spooled while the store was unavailable (the dispatcher also does it each pass).
@@ -17,14 +20,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import threading
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from tasklens import config, configcheck, deadlines, pipeline
+from tasklens import cascades, config, configcheck, deadlines, pipeline
 from tasklens.alerts import Alert, AlertKind, AlertSnapshot, Notification, Severity, Status
 from tasklens.channels import build_channel
 from tasklens.exceptions import ConfigError, DeliveryError, TasklensError
@@ -138,13 +142,43 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
         options["conn_id"] = args.conn_id
     try:
         target = build_channel(name, channel_type, options)
-        target.send(_test_notification(name), timeout_s=config.http_timeout_s())
+        test_message = dataclasses.replace(  # in the channel's language, as its alerts will be
+            _test_notification(name), locale=options.get("locale"), timezone=options.get("timezone")
+        )
+        target.send(test_message, timeout_s=config.http_timeout_s())
     except (DeliveryError, ConfigError) as exc:
         conn_id = getattr(locals().get("target"), "conn_id", options.get("conn_id", "?"))
         _print(f"tasklens test-alert: FAILED to send to {name!r} ({channel_type}, connection {conn_id!r}): {exc}")
         return 1
     _print(f"tasklens test-alert: sent a test message to {name!r} ({channel_type}, connection "
            f"{getattr(target, 'conn_id', '?')!r})")
+    return 0
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    """Read-only: the store's events and two rules files in, counts out; no channel is built, nothing is written."""
+    from tasklens import backtest  # noqa: PLC0415 - SQLAlchemy loads only for the commands that open the store
+    from tasklens.ruleset import load_ruleset, parse_duration  # noqa: PLC0415 - PyYAML loads only for the commands that read rules
+    from tasklens.store import get_store  # noqa: PLC0415 - SQLAlchemy loads only for the commands that open the store
+
+    try:
+        since = datetime.now(timezone.utc) - timedelta(seconds=parse_duration(args.since, source="--since",
+                                                                              key="since"))
+        candidate = load_ruleset(args.rules)
+        current = config.ruleset()
+        store = get_store()
+        store.ensure_schema()
+        history = backtest.read_history(store, since)
+    except TasklensError as exc:
+        _print(f"tasklens backtest: ERROR: {exc}")
+        return 1
+    window = config.incident_window_s()
+    _print(backtest.format_report(
+        backtest.replay(history, current, incident_window_s=window),
+        backtest.replay(history, candidate, incident_window_s=window),
+        events=len(history), since=since, current_name=str(current.source or "the built-in rules"),
+        candidate_name=str(args.rules),
+    ))
     return 0
 
 
@@ -155,7 +189,8 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     try:
         store = get_store()
         store.ensure_schema()
-        dispatcher = Dispatcher(store, settings=DispatcherSettings.from_config())
+        dispatcher = Dispatcher(store, settings=DispatcherSettings.from_config(),
+                                attribute_cascades=cascades.attribute)
     except TasklensError as exc:
         _print(f"tasklens dispatch: ERROR: {exc}")
         return 1
@@ -253,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     dispatch.add_argument("--drain", action="store_true",
                           help="with --once: keep passing (waiting for group_wait, backoff) until the outbox is idle")
     dispatch.set_defaults(func=cmd_dispatch)
+    backtest = commands.add_parser(
+        "backtest", help="replay the stored event history through a candidate rules file, next to the current rules")
+    backtest.add_argument("--rules", required=True, help="the candidate rules file")
+    backtest.add_argument("--since", default="30d", help="how far back to replay (a duration: 30d, 12h; default 30d)")
+    backtest.set_defaults(func=cmd_backtest)
     replay = commands.add_parser("replay", help="re-queue undelivered alerts")
     replay.set_defaults(func=cmd_replay)
     db = commands.add_parser("db", help="alert store schema").add_subparsers(dest="db_command", required=True)

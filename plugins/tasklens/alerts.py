@@ -76,6 +76,12 @@ class Alert:
     occurred_at: str = dataclasses.field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
 
     @property
+    def failure_class(self) -> str | None:
+        """infra, timeout, dependency, data, code or upstream (:mod:`tasklens.failures`); None unless a failure.
+        Kept in ``labels``, so the store keeps it and routes can group by it."""
+        return self.labels.get("failure_class")
+
+    @property
     def occurrence_key(self) -> tuple[str, str, str | None, str | None, int, int | None]:
         """One occurrence per task attempt and rule, whoever reports it (listener, callback, reconciler)."""
         return (self.rule, self.dag_id, self.task_id, self.run_id, self.map_index, self.try_number)
@@ -119,3 +125,11 @@ class Notification:
     #: The same on every send of this message (derived from its deliveries): channels that take an idempotency
     #: key pass it on (email: Message-ID), so a message sent again after a dispatcher crash can be recognised.
     idempotency_key: str | None = None
+    #: The reader's language and timezone (the route's, else the channel's ``locale``/``timezone``); None: English, UTC.
+    locale: str | None = None
+    timezone: str | None = None
+    #: Set when ``items`` are members of one incident (``tasklens.incident_store.Incident.view``): the message names
+    #: the incident and counts the members it does not list.
+    incident: Mapping[str, Any] | None = None
+    #: The channel's own id of an earlier message to reply under (a Slack thread's ``ts``).
+    thread: str | None = None

@@ -29,6 +29,7 @@ __all__ = [
     "ConfigProblem",
     "airflow_home",
     "base_url",
+    "cascade_wait_s",
     "config_check_interval_s",
     "default_retry_preset",
     "delivery_max_age_s",
@@ -39,7 +40,10 @@ __all__ = [
     "events_max_bytes",
     "events_path",
     "http_timeout_s",
+    "incident_update_interval_s",
+    "incident_window_s",
     "last_good_rules_path",
+    "otel_metrics_settings",
     "problems",
     "reconcile_enabled",
     "reconcile_grace_s",
@@ -242,6 +246,27 @@ def dispatch_interval_s() -> float:
 
 
 @_cache
+def cascade_wait_s() -> float:
+    """How long a failure's message may wait for the scheduler to mark its downstream ``upstream_failed`` (the
+    message names them); default 15 s."""
+    return _as_float("cascade_wait_s", 15.0)
+
+
+@_cache
+def incident_window_s() -> float:
+    """Failures this close in time that share a signature or a dependency form one incident; 0 turns incidents
+    off (default 900 s)."""
+    return _as_float("incident_window_s", 900.0)
+
+
+@_cache
+def incident_update_interval_s() -> float:
+    """Least time between two messages of one incident on one channel: later members wait and go out together
+    (default 60 s)."""
+    return _as_float("incident_update_interval_s", 60.0)
+
+
+@_cache
 def reconcile_interval_s() -> float:
     return _as_float("reconcile_interval_s", 5.0, minimum=0.5)
 
@@ -300,6 +325,34 @@ def statsd_settings() -> StatsdSettings:
         port=port,
         prefix=conf.get("metrics", "statsd_prefix", fallback="airflow") or "",
         ipv6=conf.getboolean("metrics", "statsd_ipv6", fallback=False),
+    )
+
+
+class OtelMetricsSettings(NamedTuple):
+    """Airflow's own ``[metrics]`` OpenTelemetry settings, which tasklens reuses (``OTEL_*`` variables win)."""
+
+    on: bool
+    prefix: str
+    host: str | None
+    port: int | None
+    ssl_active: bool
+    interval_ms: float | None
+    service: str | None
+
+
+@_cache
+def otel_metrics_settings() -> OtelMetricsSettings:
+    """``[metrics] otel_on/otel_prefix/otel_host/otel_port/otel_ssl_active/otel_interval_milliseconds/otel_service``."""
+    conf = _conf()
+    port, interval = (conf.get("metrics", key, fallback="") for key in ("otel_port", "otel_interval_milliseconds"))
+    return OtelMetricsSettings(
+        on=conf.getboolean("metrics", "otel_on", fallback=False),
+        prefix=conf.get("metrics", "otel_prefix", fallback="airflow") or "airflow",
+        host=conf.get("metrics", "otel_host", fallback=None) or None,
+        port=int(port) if port and port.isdigit() else None,
+        ssl_active=conf.getboolean("metrics", "otel_ssl_active", fallback=False),
+        interval_ms=float(interval) if interval and interval.replace(".", "", 1).isdigit() else None,
+        service=conf.get("metrics", "otel_service", fallback=None) or None,
     )
 
 
@@ -416,7 +469,6 @@ def problems() -> tuple[ConfigProblem, ...]:
 
 
 LAST_GOOD_RULES = "last_good_rules.yml"
-_LAST_GOOD_HEADER = "# tasklens: copy of the last rules file that validated ({source}); do not edit.\n"
 
 
 def last_good_rules_path() -> Path:
@@ -490,7 +542,7 @@ def _load_rules(path: Path | None) -> Ruleset:
         return fallback
     record_problem("rules_file", None)
     _last_good = loaded
-    _save_last_good(path, text)
+    _rules_model().save_last_good(last_good_rules_path(), path, text)
     return loaded
 
 
@@ -498,34 +550,10 @@ def _fallback_rules() -> tuple[Ruleset, str]:
     if _last_good is not None:
         return _last_good, f"the last good rules this process loaded ({_last_good.source})"
     saved = last_good_rules_path()
-    try:
-        text = saved.read_text(encoding="utf-8")
-        loaded = _rules_model().parse_rules_text(text, source=str(saved), path=saved)
+    loaded = _rules_model().read_last_good(saved)
+    if loaded is not None:
         return loaded, f"the last good rules file ({saved})"
-    except FileNotFoundError:
-        pass
-    except (OSError, UnicodeDecodeError, ConfigError):  # saved by another tasklens version, or damaged
-        log.warning("tasklens: the saved last good rules file %s is unusable", saved, exc_info=True)
     return _rules_model().default_ruleset(), "the built-in rules"
-
-
-def _save_last_good(path: Path, text: str) -> None:
-    """Keep ``text`` (a rules file that validated) at :func:`last_good_rules_path`, atomically and only when it
-    changed. Best effort: a read-only home only loses the fallback for freshly started processes."""
-    saved = last_good_rules_path()
-    content = _LAST_GOOD_HEADER.format(source=path) + text
-    try:
-        if saved.read_text(encoding="utf-8") == content:
-            return
-    except (OSError, UnicodeDecodeError):
-        pass
-    try:
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        temporary = saved.with_name(f".{saved.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        temporary.write_text(content, encoding="utf-8")
-        os.replace(temporary, saved)
-    except OSError:
-        log.warning("tasklens: could not save the last good rules file to %s", saved, exc_info=True)
 
 
 def rules_problem() -> ConfigProblem | None:

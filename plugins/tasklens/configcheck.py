@@ -19,6 +19,7 @@ import threading
 from collections.abc import Sequence
 
 from tasklens import config, metrics, pipeline, policy
+from tasklens.background import BackgroundLoop
 from tasklens.config import ConfigProblem
 from tasklens.events import TaskEvent
 from tasklens.exceptions import ConfigError
@@ -49,8 +50,7 @@ SETTINGS: tuple[str, ...] = (
 _lock = threading.Lock()
 _current: tuple[ConfigProblem, ...] | None = None
 _alerted: set[str] = set()
-_thread: threading.Thread | None = None
-_stop = threading.Event()
+_loop: BackgroundLoop | None = None
 
 
 def _setting_problems() -> list[ConfigProblem]:
@@ -128,33 +128,28 @@ def reset() -> None:
         _alerted.clear()
 
 
-def _run(interval_s: float) -> None:
-    while not _stop.is_set():
-        check()
-        _stop.wait(interval_s)
+def _background_check() -> None:
+    check()
 
 
 def start_background_checker(interval_s: float | None = None) -> bool:
     """Check every ``interval_s`` (``[tasklens] config_check_interval_s``) in a daemon thread of this process."""
-    global _thread
-    if _thread is not None and _thread.is_alive():
+    global _loop
+    if _loop is not None and _loop.running:
         return False
     try:
         interval = interval_s if interval_s is not None else config.config_check_interval_s()
     except ConfigError:
         interval = config.DEFAULT_CONFIG_CHECK_INTERVAL_S  # the check itself reports the bad value
-    _stop.clear()
-    _thread = threading.Thread(target=_run, args=(interval,), name="tasklens-config-check", daemon=True)
-    _thread.start()
-    return True
+    _loop = BackgroundLoop("tasklens-config-check", _background_check, interval_s=interval)
+    return _loop.start()
 
 
 def stop_background_checker(timeout_s: float = 5.0) -> None:
-    global _thread
-    _stop.set()
-    if _thread is not None:
-        _thread.join(timeout_s)
-    _thread = None
+    global _loop
+    if _loop is not None:
+        _loop.stop(timeout_s)
+    _loop = None
 
 
 def problem_views(problems: Sequence[ConfigProblem]) -> list[dict[str, str]]:

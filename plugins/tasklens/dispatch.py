@@ -45,19 +45,24 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from tasklens import config
-from tasklens.alerts import Notification
+from tasklens import cascades, config
+from tasklens.alerts import AlertSnapshot, Notification
+from tasklens.background import BackgroundLoop
 from tasklens.channels import build_channel
 from tasklens.channels import channel_type as registered
 from tasklens.exceptions import DeliveryError
+from tasklens.incident_dispatch import IncidentDispatch
 from tasklens.redact import redact
+from tasklens.routing import message_language
 from tasklens.store import ClaimedDelivery, MarkResult, Store, get_store, worker_name
 
 __all__ = [
+    "ChannelConfig",
     "DispatchReport",
     "Dispatcher",
     "DispatcherSettings",
     "RateLimiter",
+    "channel_config_from_ruleset",
     "dispatcher_state",
     "start_background_dispatcher",
     "stop_background_dispatcher",
@@ -145,16 +150,23 @@ def channel_config_from_ruleset(name: str) -> ChannelConfig | None:
     except Exception:
         log.warning("tasklens: could not load the rules file; channel %r uses its defaults", name, exc_info=True)
         return None
-    channel = (getattr(ruleset, "channels", None) or {}).get(name)
+    channel = ruleset.channels.get(name)
     if channel is None:
         return None
-    if dataclasses.is_dataclass(channel):
-        options = dataclasses.asdict(channel)  # type: ignore[arg-type]
-    else:
-        options = dict(channel)
+    options = dataclasses.asdict(channel)
     rate = options.pop("rate_limit_per_s", None)
-    channel_type = str(options.pop("type", None) or options.pop("channel_type", None) or name)
+    channel_type = str(options.pop("type", None) or name)
     return ChannelConfig(type=channel_type, options=options, rate_per_s=float(rate) if rate is not None else None)
+
+
+def message_language_from_ruleset(route: str, channel: str) -> tuple[str | None, str | None]:
+    """``(locale, timezone)`` of messages for ``route`` to ``channel`` (:func:`tasklens.routing.message_language`);
+    ``(None, None)``, plain English, when the rules file cannot be loaded."""
+    try:
+        return message_language(config.ruleset(), route, channel)
+    except Exception:
+        log.warning("tasklens: could not load the rules file; messages to %r are in English", channel, exc_info=True)
+        return None, None
 
 
 def _build_channel(name: str, channel_type: str, options: Mapping[str, Any]) -> Any:
@@ -180,8 +192,10 @@ class Dispatcher:
         rng: random.Random | None = None,
         channel_config: Callable[[str], ChannelConfig | None] = channel_config_from_ruleset,
         channel_factory: Callable[[str, str, Mapping[str, Any]], Any] = _build_channel,
+        message_language: Callable[[str, str], tuple[str | None, str | None]] = message_language_from_ruleset,
         base_url: str | None = None,
         worker: str | None = None,
+        attribute_cascades: Callable[[tuple[AlertSnapshot, ...]], cascades.Attribution] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings or DispatcherSettings()
@@ -190,10 +204,16 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.channel_config = channel_config
         self.channel_factory = channel_factory
+        self.message_language = message_language
         self.base_url = base_url
         self.worker = worker or worker_name()
         self.limiter = RateLimiter(store)
+        self.incidents = IncidentDispatch(store)
+        #: Adds what each failure stopped from running (``tasklens.cascades.attribute``; needs Airflow's DB).
+        self.attribute_cascades = attribute_cascades
         self.totals = DispatchReport()
+        # The first pass already prunes: api-servers may restart more often than hourly.
+        self._last_prune = float("-inf")
         self.last_error_by_channel: dict[str, str] = {}
 
     # -- helpers ---------------------------------------------------------------------------------------------
@@ -255,10 +275,12 @@ class Dispatcher:
         now = self.clock()
         report.escalations_queued = len(self.store.queue_escalations(now=now, channel_types=self.channel_type_of))
         claimed = self.store.claim(self.worker, limit=self.settings.claim_limit, lease_s=self.settings.lease_s, now=now)
+        self.incidents.prepare(claimed, now)
         groups: dict[tuple[str, str, str, str], list[ClaimedDelivery]] = collections.OrderedDict()
         for delivery in claimed:
             kind = _MESSAGE_KIND.get(delivery.kind, "alert")
-            key = (delivery.channel, delivery.channel_type, kind, delivery.group_key)
+            key = (delivery.channel, delivery.channel_type, kind,
+                   self.incidents.group_key(delivery) or delivery.group_key)
             groups.setdefault(key, []).append(delivery)
         for (channel, channel_type, kind, _group), members in groups.items():
             try:
@@ -270,9 +292,13 @@ class Dispatcher:
                     continue
                 if kind in ("resolve", "ack"):
                     members = self._resolves_ready(members, report)
+                if not self._incident_message_due(channel, kind, members, report):
+                    continue
                 # Incident tools (PagerDuty, Opsgenie) take one event per alert, each retried on its own.
                 one_each = bool(spec and spec.one_alert_per_message)
                 limit = 1 if one_each else max(1, self.settings.digest_max_items)
+                if not one_each and self.incidents.group_key(members[0]):
+                    limit = len(members)  # one message per incident: it lists some members and counts the rest
                 for start in range(0, len(members), limit):
                     self._send_group(channel, channel_type, kind, members[start : start + limit], report)
             except Exception as exc:  # a store hiccup on one group: hand the rows back, carry on with the others
@@ -280,6 +306,27 @@ class Dispatcher:
                 self._release_quietly(members, self.clock() + timedelta(seconds=self.backoff_s(1)))
         self.totals.merge(report)
         return report
+
+    def _incident_message_due(self, channel: str, kind: str, members: list[ClaimedDelivery],
+                              report: DispatchReport) -> bool:
+        """False when an incident's message waits (its last update was too recent) or is folded into the
+        incident's own resolve notice; ``members`` then changed hands already."""
+        if not members or not self.incidents.group_key(members[0]):
+            return bool(members)
+        token = members[0].claim_token
+        hold = self.incidents.hold_until(channel, members, self.clock())
+        if hold is not None:
+            result = self.store.release([m.id for m in members], token=token, next_attempt_at=hold)
+            report.deferred += len(result.marked)
+            return False
+        if kind == "resolve":
+            ready, folded = self.incidents.fold_resolves(members)
+            if folded:
+                result = self.store.mark_cancelled(folded, token=token,
+                                                   reason="folded into its incident's resolve notice")
+                report.cancelled += len(result.marked)
+            return bool(ready)
+        return True
 
     def _release_quietly(self, members: Sequence[ClaimedDelivery], at: datetime) -> None:
         try:
@@ -344,11 +391,26 @@ class Dispatcher:
             items = tuple(snapshots[m.alert_id] for m in members if m.alert_id in snapshots)
             # One alert stored twice in a group (a repeat next to the alert) is shown once.
             unique = tuple({item.id: item for item in items}.values())
+            if self.attribute_cascades is not None and kind == "alert":
+                attribution = self.attribute_cascades(unique)
+                waited_s = (now - min(m.created_at for m in members)).total_seconds()
+                if not attribution.settled and waited_s < config.cascade_wait_s():
+                    # The scheduler is still marking the failure's downstream upstream_failed: name them all.
+                    result = self.store.release(ids, token=token, next_attempt_at=now + timedelta(seconds=1))
+                    report.deferred += len(result.marked)
+                    return
+                unique = attribution.items
             message_kind = "digest" if kind == "alert" and len(unique) > 1 else kind
+            incident = self.incidents.message_fields(channel, members, min(len(unique), self.settings.digest_max_items),
+                                                     len(unique))
+            if incident:
+                unique = unique[: self.settings.digest_max_items]  # the rest are counted ("and 3,912 more")
+            locale, zone = self.message_language(members[0].route, channel)  # one group = one route
             notification = Notification(
-                kind=message_kind, channel=channel, items=unique, idempotency_key=idempotency_key(members)
+                kind=message_kind, channel=channel, items=unique, idempotency_key=idempotency_key(members),
+                locale=locale, timezone=zone, **incident,
             )
-            target.send(notification, timeout_s=timeout)
+            receipt = target.send(notification, timeout_s=timeout)
         except DeliveryError as exc:
             self._failed(channel, members, exc, report)
             return
@@ -358,6 +420,7 @@ class Dispatcher:
             return
         result = self.store.mark_sent(ids, token=token, now=self.clock())
         self._lost(channel, result, "marked as sent", report)
+        self.incidents.sent(channel, members, receipt)
         self.last_error_by_channel.pop(channel, None)
         report.messages_sent += 1
         report.deliveries_sent += len(ids)
@@ -422,25 +485,29 @@ class Dispatcher:
         self, stop: threading.Event, *, interval_s: float, on_pass: Callable[[], None] | None = None
     ) -> None:
         """Pass after pass until ``stop`` is set; never raises (errors are logged and retried next pass)."""
-        last_prune = float("-inf")  # the first pass already prunes: api-servers may restart more often than hourly
         while not stop.is_set():
-            wait = interval_s
-            try:
-                self.run_once()
-                _STATE["last_pass_at"] = _iso(self.clock())
-                _STATE["last_pass_error"] = None
-                next_due = self.store.next_due()
-                if next_due is not None:
-                    wait = min(interval_s, max(0.05, (next_due - self.clock()).total_seconds()))
-                if time.monotonic() - last_prune > 3600:
-                    last_prune = time.monotonic()
-                    self._housekeeping()
-            except Exception as exc:
-                _STATE["last_pass_error"] = f"{type(exc).__name__}: {exc}"
-                log.warning("tasklens dispatcher pass failed; retrying in %.1fs", interval_s, exc_info=True)
-            if on_pass is not None:
-                on_pass()
-            stop.wait(wait)
+            stop.wait(self.background_pass(interval_s=interval_s, on_pass=on_pass))
+
+    def background_pass(self, *, interval_s: float, on_pass: Callable[[], None] | None = None) -> float:
+        """One pass of the background loop, then ``on_pass``; returns the seconds until the next pass is due (at
+        most ``interval_s``: sooner when a delivery comes due). Never raises."""
+        wait = interval_s
+        try:
+            self.run_once()
+            _STATE["last_pass_at"] = _iso(self.clock())
+            _STATE["last_pass_error"] = None
+            next_due = self.store.next_due()
+            if next_due is not None:
+                wait = min(interval_s, max(0.05, (next_due - self.clock()).total_seconds()))
+            if time.monotonic() - self._last_prune > 3600:
+                self._last_prune = time.monotonic()
+                self._housekeeping()
+        except Exception as exc:
+            _STATE["last_pass_error"] = f"{type(exc).__name__}: {exc}"
+            log.warning("tasklens dispatcher pass failed; retrying in %.1fs", interval_s, exc_info=True)
+        if on_pass is not None:
+            on_pass()
+        return wait
 
     def _housekeeping(self) -> None:
         days = config.retention_days()
@@ -469,8 +536,7 @@ def _redacted_traceback(exc: BaseException) -> str:
 # -- the background dispatcher of the api-server ----------------------------------------------------------------
 
 _STATE: dict[str, Any] = {"running": False, "last_pass_at": None, "last_pass_error": None, "worker": None}
-_thread: threading.Thread | None = None
-_stop: threading.Event | None = None
+_loop: BackgroundLoop | None = None
 _dispatcher: Dispatcher | None = None
 _lock = threading.Lock()
 
@@ -481,9 +547,9 @@ def start_background_dispatcher(
     """Start the dispatcher thread of this process (idempotent). Returns True when it is running.
 
     ``on_pass`` runs after every pass (the api-server ingests the spool there)."""
-    global _thread, _stop, _dispatcher
+    global _loop, _dispatcher
     with _lock:
-        if _thread is not None and _thread.is_alive():
+        if _loop is not None and _loop.running:
             return True
 
         try:
@@ -494,33 +560,30 @@ def start_background_dispatcher(
             log.warning("tasklens: the dispatcher could not start (store or configuration)", exc_info=True)
             _STATE["last_pass_error"] = "could not start; see the api-server log"  # noqa: S105 - not a secret
             return False
-        _dispatcher = Dispatcher(store, settings=settings)
-        _stop = threading.Event()
-        _thread = threading.Thread(
-            target=_dispatcher.run_forever, args=(_stop,), kwargs={"interval_s": interval, "on_pass": on_pass},
-            name="tasklens-dispatcher", daemon=True,
+        dispatcher = _dispatcher = Dispatcher(store, settings=settings, attribute_cascades=cascades.attribute)
+        _loop = BackgroundLoop(
+            "tasklens-dispatcher", lambda: dispatcher.background_pass(interval_s=interval, on_pass=on_pass),
+            interval_s=interval,
         )
-        _STATE.update(running=True, worker=_dispatcher.worker)
-        _thread.start()
+        _STATE.update(running=True, worker=dispatcher.worker)
+        _loop.start()
         return True
 
 
 def stop_background_dispatcher(timeout_s: float = 10.0) -> None:
     """Stop the dispatcher thread (waits up to ``timeout_s`` for the current pass)."""
-    global _thread, _stop
+    global _loop
     with _lock:
-        if _stop is not None:
-            _stop.set()
-        if _thread is not None:
-            _thread.join(timeout=timeout_s)
-        _thread = _stop = None
+        if _loop is not None:
+            _loop.stop(timeout_s)
+        _loop = None
         _STATE["running"] = False
 
 
 def dispatcher_state() -> dict[str, Any]:
     """The background dispatcher's state, for health checks (no alert content)."""
     state = dict(_STATE)
-    state["running"] = bool(_thread is not None and _thread.is_alive())
+    state["running"] = bool(_loop is not None and _loop.running)
     if _dispatcher is not None:
         state["messages_sent"] = _dispatcher.totals.messages_sent
         state["last_error_by_channel"] = dict(_dispatcher.last_error_by_channel)

@@ -69,6 +69,8 @@ class TaskEvent:
     next_retry_at: str | None = None
     dag_tags: tuple[str, ...] = ()
     source: str = "worker"
+    #: Set by the pipeline on failures only (:mod:`tasklens.failures`); None on every other event.
+    failure_class: str | None = None
 
     @property
     def attempt_key(self) -> tuple[str, str, str, int, int]:
@@ -89,16 +91,18 @@ class TaskEvent:
         for name in _FIELD_NAMES:
             data[name] = getattr(self, name)
         data["dag_tags"] = list(self.dag_tags)
+        if self.failure_class is not None:  # failures only: other events' lines stay as they were
+            data["failure_class"] = self.failure_class
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TaskEvent:
         kwargs = {k: v for k, v in data.items() if k in _FIELD_NAMES}
         kwargs["dag_tags"] = tuple(kwargs.get("dag_tags") or ())
-        return cls(**kwargs)
+        return cls(**kwargs, failure_class=data.get("failure_class"))
 
 
-_FIELD_NAMES = tuple(field.name for field in dataclasses.fields(TaskEvent))
+_FIELD_NAMES = tuple(field.name for field in dataclasses.fields(TaskEvent) if field.name != "failure_class")
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from tasklens import config, events, metrics
+from tasklens import config, events, metrics, otel
 from tasklens._once import WarnOnce
 from tasklens.events import TaskEvent
 from tasklens.text import safe_text
@@ -216,7 +216,7 @@ def _append(record: Mapping[str, Any]) -> None:
     stream = _stream()
     if stream is None:
         return
-    data = _encode(record)
+    data = _encode({**record, **otel.trace_ids()})  # trace_id/span_id while a trace is active
     try:
         stream.append(data)
     except OSError as exc:

@@ -12,6 +12,12 @@ Safety: every value a template prints is escaped for its target (Slack mrkdwn ``
 so an exception message containing ``<!channel>`` pings nobody; secrets are masked with
 :func:`tasklens.events.redact`; Slack limits (3,000 chars per text, 150 per header, 50 blocks)
 are respected by truncating with a marker.
+
+Language: a notification with a ``locale`` (set on its route or channel) is rendered through that locale's
+catalogue (:mod:`tasklens.i18n`): templates mark words with ``_("Task failed: %(task)s", task=...)`` and
+``ngettext(...)`` (Jinja's i18n extension, new-style gettext), this module marks its labels with ``tr.gettext``
+or :func:`gettext_noop`. Placeholders are filled after translation and escaped like any other value, so user data
+is never translated and never unescaped. Without a locale or timezone the output is byte for byte today's English.
 """
 
 from __future__ import annotations
@@ -27,10 +33,12 @@ from urllib.parse import quote, urlsplit
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import pass_context
 from markupsafe import Markup, escape
 
 from tasklens import config, events
 from tasklens.alerts import Alert, AlertKind, AlertSnapshot, Notification, Severity, Status
+from tasklens.i18n import Localizer, localizer
 from tasklens.text import TRUNCATION_MARKER, bounded, bounded_tail, format_duration, safe_text
 
 __all__ = [
@@ -39,6 +47,8 @@ __all__ = [
     "TEMPLATE_NAMES",
     "TRUNCATION_MARKER",
     "escape_mrkdwn",
+    "gettext_noop",
+    "ngettext_noop",
     "render_email",
     "render_slack",
     "render_text",
@@ -58,6 +68,7 @@ TEMPLATE_NAMES = (
     "custom",
     "resolve",
     "digest",
+    "incident",
     "escalation",
     "ml_model_drift",
     "data_quality",
@@ -97,6 +108,43 @@ _KIND_TEMPLATES = {
     AlertKind.RESOLVE: "resolve",
 }
 _USE_CONFIG: Any = object()
+
+
+def gettext_noop(message: str) -> str:
+    """Marks ``message`` for the catalogues (the extractor's ``gettext_noop`` keyword); translated where shown."""
+    return message
+
+
+def ngettext_noop(singular: str, plural: str) -> tuple[str, str]:
+    """Marks a singular/plural pair for the catalogues (the extractor's ``ngettext_noop`` keyword)."""
+    return singular, plural
+
+
+#: "2 critical" in a digest's summary line, per severity (the count agrees with the word in most languages).
+_SEVERITY_COUNTS = {
+    "critical": ngettext_noop("%(num)s critical", "%(num)s critical"),
+    "warning": ngettext_noop("%(num)s warning", "%(num)s warning"),
+    "info": ngettext_noop("%(num)s info", "%(num)s info"),
+}
+#: Display names of severities and statuses (their values stay English in data, URLs and JSON).
+_VALUE_NAMES = {
+    "critical": gettext_noop("critical"),
+    "warning": gettext_noop("warning"),
+    "info": gettext_noop("info"),
+    "open": gettext_noop("open"),
+    "acknowledged": gettext_noop("acknowledged"),
+    "resolved": gettext_noop("resolved"),
+    "muted": gettext_noop("muted"),
+}
+#: The titles ``tasklens.rules`` gives built-in alerts (English prefix, catalogue message): shown in the reader's
+#: language when a locale is set.
+_BUILTIN_TITLES = (
+    ("Task failed: ", gettext_noop("Task failed: %(task)s")),
+    ("Task retrying: ", gettext_noop("Task retrying: %(task)s")),
+    ("Task killed: ", gettext_noop("Task killed: %(task)s")),
+    ("Task killed (will retry): ", gettext_noop("Task killed (will retry): %(task)s")),
+    ("Task ran long: ", gettext_noop("Task ran long: %(task)s")),
+)
 
 
 # --------------------------------------------------------------------------- text safety
@@ -178,7 +226,38 @@ def _plain_finalize(value: Any) -> Any:
     return value
 
 
-def _helpers(fmt: str, base_url: str) -> dict[str, Callable[..., Any]]:
+def _fill(fmt: str, translated: str, variables: Mapping[str, Any]) -> Any:
+    """A translated text with its placeholders filled, each value escaped for ``fmt`` (never translated). The
+    catalogue's own text is escaped too: a translation can never add markup."""
+    if fmt == "slack":
+        values = {key: _slack_finalize(value) for key, value in variables.items()}
+        return _Mrkdwn(escape_mrkdwn(translated) % values)
+    if fmt == "html":
+        return escape(translated) % {k: "" if v is None else v for k, v in variables.items()}
+    return translated % {k: "" if v is None else v for k, v in variables.items()}
+
+
+def _gettext_functions(fmt: str, tr: Localizer) -> dict[str, Callable[..., Any]]:
+    """``gettext``/``ngettext`` for templates (new-style: ``_("Hi %(name)s", name=x)``; Jinja's ``_`` calls
+    ``gettext``), translating with ``tr`` and escaping the filled-in values for ``fmt``."""
+
+    @pass_context
+    def gettext(_context: Any, message: str, **variables: Any) -> Any:
+        return _fill(fmt, tr.gettext(message), variables)
+
+    @pass_context
+    def ngettext(_context: Any, singular: str, plural: str, count: Any, **variables: Any) -> Any:
+        variables.setdefault("num", count)
+        try:
+            number = int(count)
+        except (TypeError, ValueError):
+            number = 0
+        return _fill(fmt, tr.ngettext(singular, plural, number), variables)
+
+    return {"gettext": gettext, "ngettext": ngettext}
+
+
+def _helpers(fmt: str, base_url: str, tr: Localizer) -> dict[str, Callable[..., Any]]:
     def first_line(text: Any) -> str:
         for line in safe_text(text or "").splitlines():
             if line.strip():
@@ -187,9 +266,24 @@ def _helpers(fmt: str, base_url: str) -> dict[str, Callable[..., Any]]:
 
     def duration(seconds: Any) -> str:
         try:
-            return format_duration(float(seconds))
-        except (TypeError, ValueError):
+            return tr.duration(float(seconds), format_duration)
+        except (TypeError, ValueError, OverflowError):
             return ""
+
+    def date(value: Any) -> str:
+        return tr.datetime(value)
+
+    def severity_name(value: Any) -> str:
+        text = safe_text(getattr(value, "value", value))
+        return tr.gettext(_VALUE_NAMES[text]) if text in _VALUE_NAMES else text
+
+    status_name = severity_name
+
+    def severity_count(severity: Any, count: Any) -> Any:
+        text = safe_text(getattr(severity, "value", severity))
+        if text not in _SEVERITY_COUNTS or not isinstance(count, int):
+            return _fill(fmt, "%(num)s %(severity)s", {"num": count, "severity": text})
+        return _fill(fmt, tr.ngettext(*_SEVERITY_COUNTS[text], count), {"num": count})
 
     if fmt == "slack":
 
@@ -248,9 +342,16 @@ def _helpers(fmt: str, base_url: str) -> dict[str, Callable[..., Any]]:
             return f"[{_severity(severity).value.upper()}]"
 
     def num(value: Any) -> str:
+        if tr.localized and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return tr.number(value)
         return f"{value:g}" if isinstance(value, float) else safe_text("" if value is None else value)
 
     return {
+        **_gettext_functions(fmt, tr),
+        "date": date,
+        "severity_name": severity_name,
+        "status_name": status_name,
+        "severity_count": severity_count,
         "num": num,
         "bold": bold,
         "code": code,
@@ -271,6 +372,13 @@ def _severity(value: Any) -> Severity:
 
 @functools.lru_cache(maxsize=16)
 def _environment(fmt: str, override_dir: str | None) -> jinja2.Environment:
+    env = _new_environment(fmt, override_dir)
+    # gettext/ngettext come with each render's context (one locale per notification, one environment for all).
+    env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
+    return env
+
+
+def _new_environment(fmt: str, override_dir: str | None) -> jinja2.Environment:
     loaders: list[jinja2.BaseLoader] = []
     if override_dir:
         loaders.append(jinja2.FileSystemLoader(override_dir))
@@ -281,6 +389,7 @@ def _environment(fmt: str, override_dir: str | None) -> jinja2.Environment:
         "trim_blocks": True,
         "lstrip_blocks": True,
         "keep_trailing_newline": False,
+        "extensions": ["jinja2.ext.i18n"],
     }
     if fmt == "slack":
         return ImmutableSandboxedEnvironment(autoescape=False, finalize=_slack_finalize, **options)
@@ -367,7 +476,48 @@ def _traceback_field(value: Any) -> str | None:
     return bounded_tail(_redact(bounded_tail(value, _TRACEBACK_LIMIT * 4)), _TRACEBACK_LIMIT)
 
 
-def _alert_view(alert: Alert) -> dict[str, Any]:
+def _title(alert: Alert, task: str, tr: Localizer) -> str:
+    """The alert's title; a built-in one (``Task failed: etl.load``) in the reader's language."""
+    if not tr.localized or alert.kind is AlertKind.CUSTOM:  # a custom alert's title is the user's own text
+        return alert.title
+    name = f"{alert.dag_id}.{task}"
+    for prefix, message in _BUILTIN_TITLES:
+        if alert.title == prefix + name:
+            return tr.gettext(message) % {"task": name}
+    return alert.title
+
+
+def _summary(alert: Alert, first_line: str, tr: Localizer) -> str:
+    """The alert's summary; for built-in retry, duration and killed alerts, rebuilt from its data in the reader's
+    language (``tasklens.rules`` writes them in English)."""
+    data = alert.data or {}
+    if not tr.localized:
+        return alert.summary
+    if alert.kind is AlertKind.RETRY and data.get("retry_number"):
+        number = f"{data['retry_number']}/{data['retries']}" if data.get("retries") else str(data["retry_number"])
+        text = tr.gettext("retry %(number)s") % {"number": number}
+        if data.get("next_retry_at"):
+            text += ", " + tr.gettext("at %(when)s") % {"when": tr.datetime(data["next_retry_at"])}
+        cause = first_line or safe_text(data.get("reason") or "")
+        return f"{text} · {alert.exception_type or tr.gettext('Failure')}: {cause}"
+    if alert.kind is AlertKind.DURATION and isinstance(data.get("duration_s"), (int, float)):
+        parts = [tr.gettext("ran %(duration)s") % {"duration": tr.duration(data["duration_s"], format_duration)}]
+        if isinstance(data.get("max_duration_s"), (int, float)):
+            limit = tr.duration(data["max_duration_s"], format_duration)
+            parts.append(tr.gettext("limit %(limit)s") % {"limit": limit})
+        median = data.get("median_s")
+        if isinstance(median, (int, float)) and median > 0:
+            factor = tr.number(round(data["duration_s"] / median, 1))
+            median_text = tr.duration(median, format_duration)
+            recent = tr.gettext("%(factor)s× its recent median of %(median)s")
+            parts.append(recent % {"factor": factor, "median": median_text})
+        return " · ".join(parts)
+    if alert.kind is AlertKind.KILLED and alert.summary.startswith("killed: "):
+        return tr.gettext("killed: %(reason)s") % {"reason": alert.summary[len("killed: "):]}
+    return alert.summary
+
+
+def _alert_view(alert: Alert, tr: Localizer | None = None) -> dict[str, Any]:
     data = dict(alert.data or {})
     traceback = data.pop("traceback", None)
     view_data = _redact(_bounded(data, _DATA_LIMIT))
@@ -386,8 +536,8 @@ def _alert_view(alert: Alert) -> dict[str, Any]:
         if alert.max_tries is not None:
             try_label += f"/{alert.max_tries + 1}"
     return {
-        "title": _text_field(alert.title, 500) or "",
-        "summary": _text_field(alert.summary, 1000) or "",
+        "title": _text_field(_title(alert, task, tr or localizer()), 500) or "",
+        "summary": _text_field(_summary(alert, first, tr or localizer()), 1000) or "",
         "rule": safe_text(alert.rule),
         "kind": alert.kind.value,
         "severity": alert.severity.value,
@@ -408,13 +558,36 @@ def _alert_view(alert: Alert) -> dict[str, Any]:
         "labels": _redact(_bounded(dict(alert.labels or {}), 500)),
         "data": view_data,
         "occurred_at": safe_text(alert.occurred_at),
+        "cascade": _cascade_text(data),
     }
 
 
-def _item_view(snapshot: AlertSnapshot, base_url: str) -> dict[str, Any]:
+def _names(values: Sequence[Any], total: int) -> str:
+    """``"a, b and c"``, or ``"a, b, c and 17 more"`` when ``total`` exceeds the names given."""
+    names = [safe_text(v) for v in values]
+    if total > len(names):
+        return f"{', '.join(names)} and {total - len(names):,} more"
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _cascade_text(data: Mapping[str, Any]) -> str:
+    """What a failure stopped from running (``tasklens.cascades``): "Not run (upstream failed): a, b. x and y will
+    not run." or ""."""
+    parts = []
+    not_run = data.get("upstream_failed") or []
+    if isinstance(not_run, list) and not_run:
+        total = data.get("upstream_failed_count")
+        parts.append(f"Not run (upstream failed): {_names(not_run, total if isinstance(total, int) else 0)}.")
+    dags = data.get("will_not_run") or []
+    if isinstance(dags, list) and dags:
+        parts.append(f"{_names(dags, 0)} will not run.")
+    return " ".join(parts)
+
+
+def _item_view(snapshot: AlertSnapshot, base_url: str, tr: Localizer | None = None) -> dict[str, Any]:
     return {
         "id": snapshot.id,
-        "alert": _alert_view(snapshot.alert),
+        "alert": _alert_view(snapshot.alert, tr),
         "status": snapshot.status.value if isinstance(snapshot.status, Status) else str(snapshot.status),
         "occurrences": snapshot.occurrences,
         "first_seen": safe_text(snapshot.first_seen),
@@ -458,7 +631,14 @@ def _template_names(notification_kind: str, alert: Alert) -> list[str]:
     return [*names, kind_template]
 
 
-def _context(notification: Notification, items: list[dict[str, Any]], fmt: str, base_url: str) -> dict[str, Any]:
+def _localizer_of(notification: Notification) -> Localizer:
+    """The notification's locale and timezone (from its route or channel); plain English without them."""
+    return localizer(getattr(notification, "locale", None), getattr(notification, "timezone", None))
+
+
+def _context(
+    notification: Notification, items: list[dict[str, Any]], fmt: str, base_url: str, tr: Localizer
+) -> dict[str, Any]:
     first: dict[str, Any] = items[0] if items else _empty_item()
     counts = Counter(item["alert"]["severity"] for item in items)
     return {
@@ -473,7 +653,9 @@ def _context(notification: Notification, items: list[dict[str, Any]], fmt: str, 
         "run_id": first["alert"].get("run_id", ""),
         "fmt": fmt,
         "base_url": base_url,
-        **_helpers(fmt, base_url),
+        "incident": dict(notification.incident or {}),
+        "localized": tr.localized,
+        **_helpers(fmt, base_url, tr),
     }
 
 
@@ -485,13 +667,16 @@ def _overall_severity(notification: Notification) -> Severity:
 
 def _rendered(notification: Notification, fmt: str, base_url: str, override: str | None) -> dict[str, Any]:
     """headline/body (and digest lines) of ``notification`` in one format."""
-    items = [_item_view(s, base_url) for s in notification.items]
-    context = _context(notification, items, fmt, base_url)
+    tr = _localizer_of(notification)
+    items = [_item_view(s, base_url, tr) for s in notification.items]
+    context = _context(notification, items, fmt, base_url, tr)
     first_alert = notification.items[0].alert if notification.items else None
     names = _template_names(notification.kind, first_alert) if first_alert else ["custom"]
     many = len(items) > 1
     if notification.kind in ("alert", "test") and many:
         names = ["digest"]
+    if notification.incident:
+        names, many = ["incident"], True  # members are listed even when this message carries one
     headline = _render_block(fmt, override, names, "headline", context)
     body = _render_block(fmt, override, names, "body", context)
     lines: list[str] = []
@@ -500,13 +685,14 @@ def _rendered(notification: Notification, fmt: str, base_url: str, override: str
             item_context = {**context, "item": item, "alert": item["alert"]}
             lines.append(_render_block(fmt, override, ["digest"], "item", item_context))
     if notification.kind == "test":
-        headline = f"[test] {headline}"
+        headline = tr.gettext("[test] %(headline)s") % {"headline": headline}
     return {
         "headline": headline,
         "body": body,
         "lines": lines if many or notification.kind == "digest" else [],
         "items": items,
         "context": context,
+        "tr": tr,
     }
 
 
@@ -521,29 +707,37 @@ def _mrkdwn(text: str, limit: int = SLACK_LIMITS["text"]) -> dict[str, Any]:
     return {"type": "mrkdwn", "text": truncate_mrkdwn(text, limit) or " "}
 
 
-def _slack_fields(item: dict[str, Any], notification: Notification) -> list[dict[str, Any]]:
+def _value_name(value: str, tr: Localizer) -> str:
+    return tr.gettext(_VALUE_NAMES[value]) if value in _VALUE_NAMES else value
+
+
+def _slack_fields(item: dict[str, Any], notification: Notification, tr: Localizer) -> list[dict[str, Any]]:
     alert = item["alert"]
     pairs = [
-        ("DAG", alert["dag_id"]),
-        ("Task", alert["task"]),
-        ("Run", alert["run_id"]),
-        ("Try", alert["try_label"]),
-        ("Severity", alert["severity"]),
-        ("Occurrences", str(item["occurrences"])),
+        (tr.gettext("DAG"), alert["dag_id"]),
+        (tr.gettext("Task"), alert["task"]),
+        (tr.gettext("Run"), alert["run_id"]),
+        (tr.gettext("Try"), alert["try_label"]),
+        (tr.gettext("Severity"), _value_name(alert["severity"], tr)),
+        (tr.gettext("Occurrences"), tr.number(item["occurrences"])),
     ]
     if item["status"] != Status.OPEN.value or notification.kind == "resolve":
-        pairs.append(("Status", item["status"]))
-    fields = [_mrkdwn(f"*{label}*\n{escape_mrkdwn(value)}", SLACK_LIMITS["field"]) for label, value in pairs if value]
+        pairs.append((tr.gettext("Status"), _value_name(item["status"], tr)))
+    fields = [
+        _mrkdwn(f"*{escape_mrkdwn(label)}*\n{escape_mrkdwn(value)}", SLACK_LIMITS["field"])
+        for label, value in pairs
+        if value
+    ]
     return fields[: SLACK_LIMITS["fields"]]
 
 
-def _slack_buttons(item: dict[str, Any], index: int = 0) -> dict[str, Any] | None:
+def _slack_buttons(item: dict[str, Any], tr: Localizer, index: int = 0) -> dict[str, Any] | None:
     elements = []
     if item["log_url"]:
         elements.append(
             {
                 "type": "button",
-                "text": _plain("View task log", SLACK_LIMITS["button_text"]),
+                "text": _plain(tr.gettext("View task log"), SLACK_LIMITS["button_text"]),
                 "url": item["log_url"],
                 "action_id": f"tasklens-log-{index}",
             }
@@ -552,7 +746,7 @@ def _slack_buttons(item: dict[str, Any], index: int = 0) -> dict[str, Any] | Non
         elements.append(
             {
                 "type": "button",
-                "text": _plain("Open in tasklens", SLACK_LIMITS["button_text"]),
+                "text": _plain(tr.gettext("Open in tasklens"), SLACK_LIMITS["button_text"]),
                 "url": item["alert_url"],
                 "action_id": f"tasklens-alert-{index}",
             }
@@ -560,13 +754,17 @@ def _slack_buttons(item: dict[str, Any], index: int = 0) -> dict[str, Any] | Non
     return {"type": "actions", "elements": elements} if elements else None
 
 
-def _slack_context(item: dict[str, Any]) -> dict[str, Any]:
+def _slack_context(item: dict[str, Any], tr: Localizer) -> dict[str, Any]:
     alert = item["alert"]
-    parts = [f"tasklens · rule `{escape_mrkdwn(alert['rule']).replace('`', 'ˋ')}`"]
+    rule = f"`{escape_mrkdwn(alert['rule']).replace('`', 'ˋ')}`"
+    # Translated text is escaped before the (already escaped) values go in.
+    parts = [escape_mrkdwn(tr.gettext("tasklens · rule %(rule)s")) % {"rule": rule}]
     if item["first_seen"]:
-        parts.append(f"first seen {escape_mrkdwn(item['first_seen'])}")
+        first_seen = escape_mrkdwn(tr.datetime(item["first_seen"]))
+        parts.append(escape_mrkdwn(tr.gettext("first seen %(when)s")) % {"when": first_seen})
     if item["last_seen"] and item["last_seen"] != item["first_seen"]:
-        parts.append(f"last seen {escape_mrkdwn(item['last_seen'])}")
+        last_seen = escape_mrkdwn(tr.datetime(item["last_seen"]))
+        parts.append(escape_mrkdwn(tr.gettext("last seen %(when)s")) % {"when": last_seen})
     return {"type": "context", "elements": [_mrkdwn(" · ".join(parts))]}
 
 
@@ -600,6 +798,7 @@ def render_slack(notification: Notification, *, base_url: str, templates_dir: An
     """
     override = _templates_dir(templates_dir)
     parts = _rendered(notification, "slack", base_url, override)
+    tr: Localizer = parts["tr"]
     severity = _overall_severity(notification)
     if notification.kind == "resolve":
         icon = ":white_check_mark:"
@@ -607,7 +806,7 @@ def render_slack(notification: Notification, *, base_url: str, templates_dir: An
         icon = ":rotating_light:"
     else:
         icon = _EMOJI[severity]
-    headline = parts["headline"] or "tasklens alert"
+    headline = parts["headline"] or tr.gettext("tasklens alert")
     items = parts["items"]
     blocks: list[dict[str, Any]] = [{"type": "header", "text": _plain(f"{icon} {headline}", SLACK_LIMITS["header"])}]
     if parts["body"]:
@@ -617,17 +816,20 @@ def render_slack(notification: Notification, *, base_url: str, templates_dir: An
         sections, left_out = _pack_lines(parts["lines"], budget)
         blocks.extend(sections)
         if left_out:
-            blocks.append({"type": "context", "elements": [_mrkdwn(f"…and {left_out} more alert(s) in tasklens")]})
+            more = tr.ngettext(
+                "…and %(num)s more alert(s) in tasklens", "…and %(num)s more alert(s) in tasklens", left_out
+            )
+            blocks.append({"type": "context", "elements": [_mrkdwn(escape_mrkdwn(more % {"num": left_out}))]})
     elif items:
         item = items[0]
         if notification.kind != "resolve":
-            fields = _slack_fields(item, notification)
+            fields = _slack_fields(item, notification, tr)
             if fields:
                 blocks.append({"type": "section", "fields": fields})
-        buttons = _slack_buttons(item)
+        buttons = _slack_buttons(item, tr)
         if buttons:
             blocks.append(buttons)
-        blocks.append(_slack_context(item))
+        blocks.append(_slack_context(item, tr))
     fallback = f"{icon} {headline}"
     if parts["body"]:
         fallback += f"\n{parts['body']}"
@@ -637,29 +839,29 @@ def render_slack(notification: Notification, *, base_url: str, templates_dir: An
 # --------------------------------------------------------------------------- email
 
 
-def _email_fields(item: dict[str, Any], notification: Notification) -> list[tuple[str, str]]:
+def _email_fields(item: dict[str, Any], tr: Localizer) -> list[tuple[str, str]]:
     alert = item["alert"]
     pairs = [
-        ("DAG", alert["dag_id"]),
-        ("Task", alert["task"]),
-        ("Run", alert["run_id"]),
-        ("Try", alert["try_label"]),
-        ("Severity", alert["severity"]),
-        ("Occurrences", str(item["occurrences"])),
-        ("Status", item["status"]),
-        ("First seen", item["first_seen"]),
-        ("Last seen", item["last_seen"]),
-        ("Rule", alert["rule"]),
+        (tr.gettext("DAG"), alert["dag_id"]),
+        (tr.gettext("Task"), alert["task"]),
+        (tr.gettext("Run"), alert["run_id"]),
+        (tr.gettext("Try"), alert["try_label"]),
+        (tr.gettext("Severity"), _value_name(alert["severity"], tr)),
+        (tr.gettext("Occurrences"), tr.number(item["occurrences"])),
+        (tr.gettext("Status"), _value_name(item["status"], tr)),
+        (tr.gettext("First seen"), tr.datetime(item["first_seen"])),
+        (tr.gettext("Last seen"), tr.datetime(item["last_seen"])),
+        (tr.gettext("Rule"), alert["rule"]),
     ]
     return [(label, value) for label, value in pairs if value]
 
 
-def _email_buttons(item: dict[str, Any]) -> list[tuple[str, str]]:
+def _email_buttons(item: dict[str, Any], tr: Localizer) -> list[tuple[str, str]]:
     buttons = []
     if item["log_url"]:
-        buttons.append(("View task log", item["log_url"]))
+        buttons.append((tr.gettext("View task log"), item["log_url"]))
     if item["alert_url"]:
-        buttons.append(("Open in tasklens", item["alert_url"]))
+        buttons.append((tr.gettext("Open in tasklens"), item["alert_url"]))
     return buttons
 
 
@@ -674,8 +876,9 @@ def render_email(
     severity = _overall_severity(notification)
     html_parts = _rendered(notification, "html", base_url, override)
     text_parts = _rendered(notification, "text", base_url, override)
-    label = "RESOLVED" if notification.kind == "resolve" else severity.value.upper()
-    headline = text_parts["headline"] or "alert"
+    tr: Localizer = text_parts["tr"]
+    label = _value_name("resolved" if notification.kind == "resolve" else severity.value, tr).upper()
+    headline = text_parts["headline"] or tr.gettext("alert")
     # The resolve headline already says "Resolved: ..."; do not repeat it.
     prefix = "[tasklens]" if notification.kind == "resolve" else f"[tasklens] {label}:"
     subject = _subject_line(f"{prefix} {headline}")
@@ -686,14 +889,16 @@ def render_email(
         "severity": severity.value,
         "label": label,
         "color": "#039855" if notification.kind == "resolve" else _COLORS[severity],
-        "fields": _email_fields(single, notification) if single else [],
-        "buttons": _email_buttons(single) if single else [],  # digest lines link each alert
+        "fields": _email_fields(single, tr) if single else [],
+        "buttons": _email_buttons(single, tr) if single else [],  # digest lines link each alert
         "traceback": single["alert"]["traceback"] if single and notification.kind != "resolve" else None,
         "count": len(items),
+        "lang": (tr.catalogue or "en").replace("_", "-"),
     }
     html = _render_layout(
         "html",
         override,
+        tr,
         {
             **layout,
             # Rendered by the autoescaping HTML environment: already safe.
@@ -705,6 +910,7 @@ def render_email(
     text = _render_layout(
         "text",
         override,
+        tr,
         {
             **layout,
             "headline": text_parts["headline"],
@@ -715,8 +921,9 @@ def render_email(
     return subject, html, text
 
 
-def _render_layout(fmt: str, override: str | None, context: Mapping[str, Any]) -> str:
+def _render_layout(fmt: str, override: str | None, tr: Localizer, context: Mapping[str, Any]) -> str:
     name = "_email.html.j2" if fmt == "html" else "_email.txt.j2"
+    context = {**context, **_gettext_functions(fmt, tr)}
     dirs = [override, None] if override else [None]
     for directory in dirs:
         try:

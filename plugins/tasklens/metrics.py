@@ -72,6 +72,7 @@ __all__ = [
     "record_event",
     "reset",
     "send_to_alerts",
+    "send_to_otel",
     "timer",
     "timing",
 ]
@@ -182,6 +183,8 @@ class _Sender:
         self.pending: collections.deque[list[tuple[str, str, float]]] = collections.deque(maxlen=_PENDING_LIMIT)
 
     def send(self, ops: list[tuple[str, str, float]]) -> None:
+        if _otel_hook is not None:
+            _otel_hook(ops)  # [metrics] otel_on: the same batch over OpenTelemetry (tasklens.otel)
         client = self.client
         if client is None:
             client = self._client_or_queue(ops)
@@ -391,6 +394,17 @@ def _emit_custom(kind: str, stat: str, alert_name: str, value: float, labels: Ma
 #: Receives every custom metric for the alert rules; set by the wiring point (``tasklens.pipeline``), which the
 #: plugin's listener loads in every Airflow process, so this stage never imports the pipeline.
 _alert_hook: Callable[[str, float, Mapping[str, str], TaskEvent | None], None] | None = None
+
+
+#: Receives every batch for OpenTelemetry (``tasklens.otel.record_metrics``, set by the wiring point); it checks
+#: ``[metrics] otel_on`` itself, must never raise, and keeps OTel's SDK out of this module.
+_otel_hook: Callable[[list[tuple[str, str, float]]], None] | None = None
+
+
+def send_to_otel(hook: Callable[[list[tuple[str, str, float]]], None] | None) -> None:
+    """Hand every metric batch to ``hook`` as well (tasklens.otel); it must never raise."""
+    global _otel_hook
+    _otel_hook = hook
 
 
 def send_to_alerts(hook: Callable[[str, float, Mapping[str, str], TaskEvent | None], None] | None) -> None:

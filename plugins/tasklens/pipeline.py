@@ -9,6 +9,9 @@ and skipped; the others still run, and the task's state is never affected.
 from __future__ import annotations
 
 import collections
+import contextvars
+import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -17,7 +20,7 @@ from datetime import datetime, timezone
 from types import ModuleType
 from typing import Any
 
-from tasklens import config, logs, metrics, persist
+from tasklens import config, failures, logs, metrics, otel, persist
 from tasklens._once import WarnOnce
 from tasklens.alerts import Alert, AlertKind, Delivery
 from tasklens.events import TaskEvent
@@ -202,7 +205,8 @@ def _persist(write: Callable[[], None], op: str, payload: Mapping[str, Any], *, 
         if _spool().has_records():
             persist.run_in_background(ingest_spool)
 
-    persist.persist(write_then_catch_up, op, payload, wait=wait)
+    # The writer thread runs the write in this thread's context: the task's span (tasklens.otel) is current there.
+    persist.persist(functools.partial(contextvars.copy_context().run, write_then_catch_up), op, payload, wait=wait)
 
 
 def _reraise(exc: Exception) -> None:
@@ -272,7 +276,9 @@ def _record(alerts: Any, ruleset: Any, *, event: TaskEvent | None = None,
             items.append((alert, deliveries, True))  # every route muted: stored as muted, nothing sent
         else:
             items.append((alert, live, False))
-    return get_store().record(items, event=event.to_dict() if event is not None else None)
+    result = get_store().record(items, event=event.to_dict() if event is not None else None)
+    otel.annotate_task_span(alerts, result)  # [traces] otel_on: the alert on the task's span
+    return result
 
 
 _EVENT_STAGES: tuple[tuple[str, Callable[[TaskEvent], object]], ...] = (
@@ -291,11 +297,18 @@ def handle(event: TaskEvent) -> None:
     """Run ``event`` through every stage. Never raises."""
     if not run_stage("config", config.enabled):
         return
+    if event.event in _FAILURE_EVENTS:  # never on a success: the classifier needs the rules file
+        event = run_stage("classify", _classified, event) or event
     if event.source != "worker" and event.event in _FAILURE_EVENTS:
         _handle_secondhand_failure(event)
         return
     for stage, func in _EVENT_STAGES:
         run_stage(stage, func, event)
+
+
+def _classified(event: TaskEvent) -> TaskEvent:
+    """``event`` with its failure class (the rules file's classifier table, then the built-in one)."""
+    return dataclasses.replace(event, failure_class=failures.classify(event, config.ruleset().failure_classes))
 
 
 def _handle_secondhand_failure(event: TaskEvent) -> None:
@@ -381,3 +394,4 @@ def _evaluate_custom_metric(name: str, value: float, labels: Mapping[str, str], 
 
 # The metrics stage hands every custom metric to the alert rules through this hook (it does not import the pipeline).
 metrics.send_to_alerts(_evaluate_custom_metric)
+metrics.send_to_otel(otel.record_metrics)

@@ -30,13 +30,16 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from airflow.exceptions import AirflowClusterPolicyViolation
-from airflow.policies import hookimpl
+import pluggy
 
 from tasklens import config, metrics
 from tasklens.callbacks import FailureCallback, on_failure
 from tasklens.config import ConfigProblem
 from tasklens.exceptions import ConfigError
+
+# Airflow's own marker (airflow.policies.hookimpl), built here: importing Airflow at the top would, in a process
+# that imports this module before Airflow, make Airflow's start load this entry point half-built, with no hooks.
+hookimpl = pluggy.HookimplMarker("airflow.policy")
 
 if TYPE_CHECKING:
     from tasklens.ruleset import RetryPolicyRef, Ruleset
@@ -186,7 +189,10 @@ def _count_new_problems() -> None:
 
 
 def _violation(error: ConfigError, task: Any) -> Exception:
+    from airflow.exceptions import AirflowClusterPolicyViolation  # noqa: PLC0415 - see hookimpl above
+
     where = f"{getattr(task, 'dag_id', '?')}.{getattr(task, 'task_id', '?')}"
+
     return AirflowClusterPolicyViolation(f"tasklens retry configuration for task {where}: {error}")
 
 

@@ -53,6 +53,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tasklens import config, events, pipeline, rules, store
+from tasklens.background import BackgroundLoop
 from tasklens.foresight import checks as foresight
 from tasklens.store import leases_table
 
@@ -572,17 +573,17 @@ class LeaderLease:
             )
 
 
-class Reconciler(threading.Thread):
-    """Background thread: every ``[tasklens] reconcile_interval_s``, if it holds the lease, runs a pass.
+class Reconciler:
+    """The background reconciler: every ``[tasklens] reconcile_interval_s``, if it holds the lease, runs a pass.
 
     A new leader's first pass looks back the full lookback (6 h, never before the store existed); later passes
     look back only :data:`REVISIT` before the previous pass's end.
     """
 
     def __init__(self, interval_s: float | None = None) -> None:
-        super().__init__(name="tasklens-reconciler", daemon=True)
         self.interval_s = interval_s if interval_s is not None else config.reconcile_interval_s()
-        self._stop_event = threading.Event()
+        self._loop = BackgroundLoop("tasklens-reconciler", self._background_pass, interval_s=self.interval_s,
+                                    wait_first=True)
         self._lease: LeaderLease | None = None
         self._covered_until: datetime | None = None
         self.passes = 0
@@ -606,19 +607,23 @@ class Reconciler(threading.Thread):
             self._covered_until = result.until
         return result
 
-    def run(self) -> None:
-        while not self._stop_event.wait(self.interval_s):
-            try:
-                self.run_pass()
-                self.last_error = None
-            except Exception as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                pipeline.run_stage("reconcile", _reraise, exc)
-            self.passes += 1
+    def _background_pass(self) -> None:
+        try:
+            self.run_pass()
+            self.last_error = None
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            pipeline.run_stage("reconcile", _reraise, exc)
+        self.passes += 1
+
+    def start(self) -> None:
+        self._loop.start()
+
+    def is_alive(self) -> bool:
+        return self._loop.running
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop_event.set()
-        self.join(timeout)
+        self._loop.stop(timeout)
         if self._lease is not None:
             pipeline.run_stage("reconcile", self._lease.release)
 

@@ -17,7 +17,7 @@ from tasklens.alerts import Alert, AlertKind, Delivery
 from tasklens.ruleset import Route, RouteMatch, Ruleset
 from tasklens.text import fit_key
 
-__all__ = ["GROUP_KEY_CHARS", "group_key", "is_muted", "matches", "route"]
+__all__ = ["GROUP_KEY_CHARS", "group_key", "is_muted", "matches", "message_language", "route"]
 
 #: Longest group key: the store's ``tasklens_deliveries.group_key`` column (VARCHAR(500)).
 GROUP_KEY_CHARS = 500
@@ -53,6 +53,8 @@ def matches(alert: Alert, match: RouteMatch) -> bool:
     if match.task_id and not _globs(alert.task_id, match.task_id):
         return False
     if match.tags and not any(_globs(tag, match.tags) for tag in _tags(alert)):
+        return False
+    if match.failure_class and alert.failure_class not in match.failure_class:
         return False
     if match.owner:
         owners = [o.strip() for o in str(alert.labels.get("owner", "")).split(",")]
@@ -144,3 +146,13 @@ def is_muted(delivery_or_route: Delivery | Route | str, at: datetime, ruleset: R
     if found is None:
         return False
     return any(window.contains(at) for window in found.mute)
+
+
+def message_language(ruleset: Ruleset, route_name: str, channel_name: str) -> tuple[str | None, str | None]:
+    """``(locale, timezone)`` of a message sent to ``channel_name`` for route ``route_name``: each is the route's
+    when it sets one, else the channel's, else None (English, UTC)."""
+    found = ruleset.route(route_name)
+    channel = ruleset.channels.get(channel_name)
+    locale = (found.locale if found else None) or (channel.locale if channel else None)
+    zone = (found.timezone if found else None) or (channel.timezone if channel else None)
+    return locale, zone

@@ -27,7 +27,7 @@ from tasklens import events
 from tasklens.alerts import Alert, AlertKind, Severity, fingerprint
 from tasklens.events import TaskEvent
 from tasklens.exceptions import ConfigError
-from tasklens.ruleset import _TEMPLATE_NAME, METRIC_OPS, Rule, RuleMatch, Ruleset
+from tasklens.ruleset import METRIC_OPS, TEMPLATE_NAME, Rule, RuleMatch, Ruleset
 from tasklens.text import bounded, format_duration
 
 __all__ = [
@@ -218,6 +218,7 @@ def _labels(event: TaskEvent | None) -> dict[str, str]:
         "hostname": event.hostname,
         "source": event.source,
         "dag_tags": ",".join(event.dag_tags) if event.dag_tags else None,
+        "failure_class": event.failure_class,
     }
     return {k: str(v) for k, v in labels.items() if v}
 
@@ -525,7 +526,7 @@ def custom_alert(
         raise ConfigError(
             "tasklens.alert()", "severity", f"unknown severity {severity!r}", "use one of: info, warning, critical"
         )
-    if template is not None and not _TEMPLATE_NAME.match(str(template)):
+    if template is not None and not TEMPLATE_NAME.match(str(template)):
         raise ConfigError(
             "tasklens.alert()",
             "template",

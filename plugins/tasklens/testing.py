@@ -17,7 +17,8 @@
   database is touched; with ``replace_store=False`` the alerts are recorded as usual (point ``[tasklens] store_url``
   at a temporary SQLite file).
 * :class:`StatsdSink` is a UDP socket collecting the StatsD lines tasklens sends (``sink.env()`` gives the Airflow
-  ``[metrics]`` settings); :class:`SlackSink` a local HTTP server standing in for a Slack webhook or the Web API.
+  ``[metrics]`` settings); :class:`SlackSink` a local HTTP server standing in for a Slack webhook or the Web API;
+  :class:`SmtpSink` an SMTP server (aiosmtpd, a test dependency) collecting what the email channel sends.
 * :func:`task_event`, :func:`failed_event`, :func:`retry_event` and :func:`success_event` build TaskEvents.
 """
 
@@ -26,22 +27,30 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import email
+import email.message
 import http.server
 import json
+import logging
 import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from tasklens import pipeline
-from tasklens.alerts import Alert
+from tasklens.alerts import Alert, Delivery
 from tasklens.events import TaskEvent
+
+if TYPE_CHECKING:
+    from tasklens.ruleset import Ruleset
+    from tasklens.store import RecordResult
 
 __all__ = [
     "Reply",
     "SlackSink",
+    "SmtpSink",
     "StatsdSink",
     "capture_alerts",
     "capture_events",
@@ -80,8 +89,8 @@ def capture_alerts(*, replace_store: bool = True) -> Iterator[list[Alert]]:
     seen: list[Alert] = []
     original = pipeline._record
 
-    def recording(alerts: Any, ruleset: Any, *, event: TaskEvent | None = None,
-                  deliveries_for: Callable[[Any], Any] | None = None) -> Any:
+    def recording(alerts: Iterable[Alert], ruleset: Ruleset, *, event: TaskEvent | None = None,
+                  deliveries_for: Callable[[Alert], Iterable[Delivery]] | None = None) -> RecordResult | None:
         seen.extend(alerts)
         if replace_store:
             return None
@@ -378,3 +387,74 @@ class StatsdSink:
             "AIRFLOW__METRICS__STATSD_PORT": str(self.port),
             "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
         }
+
+
+# --------------------------------------------------------------------------- SMTP
+
+
+class _SmtpCollector:
+    def __init__(self) -> None:
+        self.messages: list[email.message.Message] = []
+        self.envelopes: list[Any] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = email.message_from_bytes(envelope.original_content or envelope.content)
+        with self.lock:
+            self.messages.append(message)
+            self.envelopes.append(envelope)
+        return "250 OK"
+
+
+class SmtpSink:
+    """An aiosmtpd SMTP server on 127.0.0.1 collecting every message (``.messages``)::
+
+        with SmtpSink() as smtp:
+            monkeypatch.setenv("AIRFLOW_CONN_TASKLENS_SMTP", smtp.conn_json())
+            ... deliver ...
+            smtp.messages                                      # email.message.Message objects
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._collector = _SmtpCollector()
+        self._controller: Any = None
+
+    def __enter__(self) -> SmtpSink:
+        from aiosmtpd.controller import Controller  # noqa: PLC0415 - aiosmtpd is a test dependency, loaded only here
+
+        logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command at INFO
+        self._controller = Controller(self._collector, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    @property
+    def messages(self) -> list[email.message.Message]:
+        return list(self._collector.messages)
+
+    @property
+    def envelopes(self) -> list[Any]:
+        return list(self._collector.envelopes)
+
+    def conn_json(self, **extra: Any) -> str:
+        """``AIRFLOW_CONN_<ID>`` value (JSON) of a plain ``smtp`` connection (no SSL, no STARTTLS) to this sink."""
+        return json.dumps(
+            {
+                "conn_type": "smtp",
+                "host": "127.0.0.1",
+                "port": self.port,
+                "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "tasklens@example.com", **extra},
+            }
+        )
+
+    def wait_for(self, count: int, timeout_s: float = 10.0) -> list[email.message.Message]:
+        """Messages once at least ``count`` arrived (or the timeout passed)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and len(self._collector.messages) < count:
+            time.sleep(0.02)
+        return self.messages

@@ -2,7 +2,7 @@
 
 Real parts: a :class:`~tasklens.store.Store` on SQLite or on a throwaway PostgreSQL server
 (``tests/integration/postgres.py``), the real :class:`~tasklens.dispatch.Dispatcher`, the real Slack and email
-channels through the provider hooks against local servers (``tests/sinks.py``), the real alert stage
+channels through the provider hooks against local servers (``tasklens.testing``), the real alert stage
 (``pipeline.handle``), a real secrets backend class configured through ``[secrets] backend``, and real dispatcher and
 task processes where a process boundary is the point (SIGKILL, "no network call from the task").
 
@@ -42,14 +42,14 @@ from tasklens.alerts import AlertKind
 from tasklens.dispatch import ChannelConfig, Dispatcher, DispatcherSettings
 from tasklens.events import TaskEvent, from_task_instance
 from tasklens.store import Store, deliveries_table, events_table, get_store, occurrences_table
+from tasklens.testing import Reply, SlackSink, SmtpSink
 from tests.faults.harness import FaultOutcome, count_per_needle, environment, messages_naming, wait_until
 from tests.integration.postgres import PostgresServer
 from tests.integration.secrets_backends import FlakySecretsBackend
 from tests.integration.test_delivery_guarantee import KILLED_DISPATCHER
 from tests.integration.test_long_ids_postgres import LONG_DAG, LONG_RUNS, LONG_TASK
-from tests.sinks import Reply, SlackSink, SmtpSink
-from tests.unit.test_events import RuntimeTaskInstance
-from tests.unit.test_store import FakeClock, assert_every_value_fits_its_column, make_alert, resolve_of, slack
+from tests.unit.tasklens.test_events import RuntimeTaskInstance
+from tests.unit.tasklens.test_store import FakeClock, assert_every_value_fits_its_column, make_alert, resolve_of, slack
 
 REPO = Path(__file__).resolve().parents[2]
 #: Every channel of a scenario sends at once: rate limits are not the fault under test.
@@ -517,7 +517,7 @@ def no_secret_in_errors() -> FaultOutcome:
         errors = [error or "" for error in json.loads(outputs["deliveries' last_error"])]
         outcome.expect(all("unusable webhook URL" in e for e in errors),
                        f"the errors do not say what is wrong: {errors}")
-        # Anonymous callers get the status only (details need Airflow's auth: tests/unit/test_ui_app.py).
+        # Anonymous callers get the status only (details need Airflow's auth: tests/unit/tasklens/ui/test_app.py).
         outcome.expect(health.status_code in (200, 503) and set(health.json()) == {"status"},
                        f"anonymous /tasklens/health answered {health.status_code} with more than its status")
     return outcome
@@ -829,7 +829,7 @@ def audit(event, args):
 
 sys.addaudithook(audit)
 from tasklens import listener
-from tests.unit.test_events import RuntimeTaskInstance
+from tests.unit.tasklens.test_events import RuntimeTaskInstance
 
 ti = RuntimeTaskInstance(dag_id="tl_inline", task_id="fails_now", run_id="manual__inline", try_number=1,
                          max_tries=0, state="failed")

@@ -6,12 +6,12 @@ from itertools import count
 
 import pytest
 
+from tasklens.testing import SlackSink
 from tests.faults.harness import StallingProxy
 from tests.faults.scenarios import DAGS, stack_env
 from tests.integration.observability import StatsdSink
 from tests.integration.postgres import PostgresServer
 from tests.integration.stack import AirflowStack
-from tests.sinks import SlackSink
 
 
 @pytest.fixture(scope="module")

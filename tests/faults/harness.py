@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.sinks import free_port
+from tasklens.testing import free_port
 
 
 @dataclasses.dataclass

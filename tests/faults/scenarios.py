@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tasklens.testing import SlackSink
 from tests.faults.harness import (
     FaultOutcome,
     SqliteWriteLock,
@@ -26,7 +27,6 @@ from tests.faults.harness import (
     worst_wait_before_spooling,
 )
 from tests.integration.stack import AirflowStack, dags_test, migrate
-from tests.sinks import SlackSink
 
 DAGS = Path(__file__).parent / "dags"
 FAILING_TASKS = ("fault_extract", "fault_transform", "fault_load")
@@ -278,7 +278,7 @@ def _alembic_config(url: str) -> Any:
     import tasklens.store
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(tasklens.store.__file__).parent / "migrations"))
+    cfg.set_main_option("script_location", str(tasklens.store.MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", url)
     return cfg
 

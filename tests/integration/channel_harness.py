@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from tasklens.channels import mirrors_acknowledge
 from tasklens.dispatch import ChannelConfig, Dispatcher, DispatcherSettings
 from tasklens.store import Store, alerts_table, deliveries_table
-from tests.unit.test_store import FakeClock, make_alert, slack
+from tests.unit.tasklens.test_store import FakeClock, make_alert, slack
 
 __all__ = ["Outbox"]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tasklens.store import Store
+from tasklens.testing import SlackSink
 from tests.integration.stack import airflow_env, dags_test
-from tests.sinks import SlackSink
 
 pytestmark = pytest.mark.integration
 

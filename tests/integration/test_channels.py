@@ -15,9 +15,9 @@ from tasklens.channels.slack import SlackChannel
 from tasklens.dispatch import ChannelConfig, Dispatcher, DispatcherSettings
 from tasklens.exceptions import ConfigError, DeliveryError
 from tasklens.store import Store
+from tasklens.testing import Reply, SlackSink, SmtpSink
 from tests.integration.secrets_backends import FlakySecretsBackend
-from tests.sinks import Reply, SlackSink, SmtpSink
-from tests.unit.test_store import FakeClock, make_alert, slack
+from tests.unit.tasklens.test_store import FakeClock, make_alert, slack
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ import json
 import pytest
 from airflow.sdk import BaseNotifier
 
+from tasklens.testing import Reply, SlackSink
 from tests.integration.channel_harness import Outbox
-from tests.sinks import Reply, SlackSink
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from opsgenie_sdk import CreateAlertPayload
 from tasklens.alerts import Severity
 from tests.channel_servers import OpsgenieServer
 from tests.integration.channel_harness import Outbox
-from tests.unit.test_store import resolve_of
+from tests.unit.tasklens.test_store import resolve_of
 
 pytestmark = pytest.mark.integration
 

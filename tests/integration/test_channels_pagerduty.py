@@ -11,7 +11,7 @@ from tasklens.__main__ import main
 from tasklens.alerts import Severity
 from tests.channel_servers import PagerDutyServer, Reply
 from tests.integration.channel_harness import Outbox
-from tests.unit.test_store import resolve_of
+from tests.unit.tasklens.test_store import resolve_of
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from tests.integration.channel_harness import Outbox
 
 pytestmark = pytest.mark.integration
 
-#: Slack's hostile texts (tests/unit/test_messages.py) plus every Teams markdown construct and broken Unicode.
+#: Slack's hostile texts (tests/unit/tasklens/test_messages.py) plus every Teams markdown construct and broken Unicode.
 HOSTILE = (
     "<!channel> <@U123> <http://evil|click> & &amp; **bold** _it_ ~strike~ `code` [link](http://evil) "
     "<at>everyone</at> \\*not\\* \ud800 " + b"\xff".decode("utf-8", errors="surrogateescape")

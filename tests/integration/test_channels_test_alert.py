@@ -7,8 +7,8 @@ import pytest
 
 from tasklens import config
 from tasklens.__main__ import main
+from tasklens.testing import SlackSink
 from tests.channel_servers import OpsgenieServer, PagerDutyServer, TeamsServer, WebhookReceiver
-from tests.sinks import SlackSink
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import pytest
 from tasklens.channels import webhook
 from tests.channel_servers import WebhookReceiver
 from tests.integration.channel_harness import Outbox
-from tests.unit.test_store import resolve_of
+from tests.unit.tasklens.test_store import resolve_of
 
 pytestmark = pytest.mark.integration
 

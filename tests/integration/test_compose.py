@@ -398,8 +398,8 @@ def test_celery_executor_stack_runs_a_dag_and_alerts_by_email(
     import time
 
     from tasklens.store import Store
+    from tasklens.testing import SmtpSink
     from tests.integration.stack import AIRFLOW, USERS, AirflowStack, free_port
-    from tests.sinks import SmtpSink
 
     airflow_db = postgres_server.create_database("airflow_celery")
     init = subprocess.run(

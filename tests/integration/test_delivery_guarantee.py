@@ -13,9 +13,9 @@ import pytest
 
 from tasklens.dispatch import ChannelConfig, Dispatcher, DispatcherSettings
 from tasklens.store import Store
+from tasklens.testing import SlackSink, SmtpSink
 from tests.conftest import REPO
-from tests.sinks import SlackSink, SmtpSink
-from tests.unit.test_store import make_alert, slack
+from tests.unit.tasklens.test_store import make_alert, slack
 
 pytestmark = pytest.mark.integration
 

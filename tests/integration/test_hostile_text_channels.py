@@ -15,9 +15,9 @@ from tasklens.events import from_task_instance
 from tasklens.rules import evaluate_event
 from tasklens.ruleset import load_ruleset
 from tasklens.store import Store
-from tests.sinks import SlackSink, SmtpSink
-from tests.unit.test_events import RuntimeTaskInstance
-from tests.unit.test_store import FakeClock, slack
+from tasklens.testing import SlackSink, SmtpSink
+from tests.unit.tasklens.test_events import RuntimeTaskInstance
+from tests.unit.tasklens.test_store import FakeClock, slack
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tasklens.testing import SlackSink
 from tests.integration.stack import AirflowStack
-from tests.sinks import SlackSink
 
 pytestmark = pytest.mark.integration
 DAGS = Path(__file__).parent / "dags_killed"

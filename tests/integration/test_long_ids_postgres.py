@@ -20,9 +20,9 @@ from tasklens import config, pipeline
 from tasklens.dispatch import Dispatcher
 from tasklens.events import TaskEvent
 from tasklens.store import Store, deliveries_table, events_table, get_store, occurrences_table, reset_stores
+from tasklens.testing import SlackSink
 from tests.integration.postgres import PostgresServer, postgres_server
-from tests.sinks import SlackSink
-from tests.unit.test_store import FakeClock, assert_every_value_fits_its_column, make_alert, slack
+from tests.unit.tasklens.test_store import FakeClock, assert_every_value_fits_its_column, make_alert, slack
 
 pytestmark = pytest.mark.integration
 

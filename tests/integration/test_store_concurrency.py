@@ -15,7 +15,7 @@ TIMEOUT_S = 240
 
 def _raise_alerts(url: str, index: int, start: multiprocessing.synchronize.Event, done: multiprocessing.Queue) -> None:
     from tasklens.store import Store
-    from tests.unit.test_store import make_alert, slack
+    from tests.unit.tasklens.test_store import make_alert, slack
 
     start.wait(60)
     store = Store(url)  # every process migrates the fresh database on first use at the same moment

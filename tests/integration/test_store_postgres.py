@@ -22,8 +22,8 @@ import sqlalchemy as sa
 from tasklens.alerts import Alert, AlertKind, Delivery, Severity
 from tasklens.store import Store, alerts_table, deliveries_table, occurrences_table
 from tests.integration.postgres import PostgresServer, postgres_server
-from tests.unit.test_dispatch import SlowChannels, real_clock_dispatcher, run_dispatchers_until_drained
-from tests.unit.test_store import make_alert, slack
+from tests.unit.tasklens.test_dispatch import SlowChannels, real_clock_dispatcher, run_dispatchers_until_drained
+from tests.unit.tasklens.test_store import make_alert, slack
 
 pytestmark = pytest.mark.integration
 

@@ -26,9 +26,42 @@ from typing import Any
 from tasklens import config, messages
 from tasklens.alerts import Notification
 from tasklens.exceptions import DeliveryError
+from tasklens.i18n import Localizer, localizer
+from tasklens.messages import gettext_noop
 from tasklens.redact import redact
 
-__all__ = ["SlackChannel", "classify_status", "parse_retry_after"]
+__all__ = [
+    "ACTION_ACK",
+    "ACTION_MUTE",
+    "ACTION_RESOLVE",
+    "MUTE_MINUTES",
+    "SlackApp",
+    "SlackChannel",
+    "action_buttons",
+    "classify_status",
+    "parse_retry_after",
+    "with_action_buttons",
+]
+
+#: ``action_id`` of the interactive buttons a bot-token message carries (the value is the alert id).
+ACTION_ACK = "tasklens-ack"
+ACTION_MUTE = "tasklens-mute-1h"
+ACTION_RESOLVE = "tasklens-resolve"
+#: How long the "Mute 1 h" button silences an alert.
+MUTE_MINUTES = 60
+#: Which buttons an alert in each status gets: what can still be done to it.
+_BUTTONS_BY_STATUS = {
+    "open": (ACTION_ACK, ACTION_MUTE, ACTION_RESOLVE),
+    "acknowledged": (ACTION_MUTE, ACTION_RESOLVE),
+    "muted": (ACTION_RESOLVE,),
+}
+_BUTTON_LABELS = {
+    ACTION_ACK: gettext_noop("Acknowledge"),
+    ACTION_MUTE: gettext_noop("Mute 1 h"),
+    ACTION_RESOLVE: gettext_noop("Resolve"),
+}
+#: Messages that show an alert someone can act on (not a resolve notice, an acknowledgement or a test).
+_ACTIONABLE_KINDS = ("alert", "repeat", "escalation", "digest", "fallback")
 
 
 class _RedactingFilter(logging.Filter):
@@ -111,6 +144,55 @@ def _secrets_of(conn: Any) -> tuple[str | None, ...]:
     return (getattr(conn, "password", None), getattr(conn, "login", None), getattr(conn, "host", None))
 
 
+def action_buttons(alert_id: int, status: str, tr: Localizer | None = None) -> list[dict[str, Any]]:
+    """The Block Kit buttons for what can still be done to alert ``alert_id`` in ``status`` (none once resolved),
+    labelled in ``tr``'s language (English by default)."""
+    tr = tr or localizer()
+    buttons: list[dict[str, Any]] = []
+    for action in _BUTTONS_BY_STATUS.get(status, ()):
+        button: dict[str, Any] = {
+            "type": "button",
+            "text": {"type": "plain_text", "text": tr.gettext(_BUTTON_LABELS[action])},
+            "action_id": action,
+            "value": str(alert_id),
+        }
+        if action == ACTION_ACK:
+            button["style"] = "primary"
+        elif action == ACTION_RESOLVE:
+            button["confirm"] = {
+                "title": {"type": "plain_text", "text": tr.gettext("Resolve this alert?")},
+                "text": {"type": "plain_text",
+                         "text": tr.gettext("It closes in tasklens and in the incident tools it reached.")},
+                "confirm": {"type": "plain_text", "text": tr.gettext("Resolve")},
+                "deny": {"type": "plain_text", "text": tr.gettext("Cancel")},
+            }
+        buttons.append(button)
+    return buttons
+
+
+def with_action_buttons(body: Mapping[str, Any], notification: Notification) -> dict[str, Any]:
+    """``body`` with Acknowledge / Mute 1 h / Resolve buttons, when ``notification`` shows one alert someone can act
+    on. They join the message's actions block (the link buttons), or get their own before the closing context."""
+    body = dict(body)
+    if notification.kind not in _ACTIONABLE_KINDS or len(notification.items) != 1:
+        return body
+    item = notification.items[0]
+    language = localizer(notification.locale, notification.timezone)
+    buttons = action_buttons(item.id, getattr(item.status, "value", str(item.status)), language)
+    if not buttons:
+        return body
+    blocks = [dict(block) for block in body.get("blocks") or ()]
+    for index, block in enumerate(blocks):
+        if block.get("type") == "actions":
+            blocks[index] = {**block, "elements": [*buttons, *block.get("elements", ())]}
+            break
+    else:
+        at = len(blocks) - 1 if blocks and blocks[-1].get("type") == "context" else len(blocks)
+        blocks.insert(at, {"type": "actions", "elements": buttons})
+    body["blocks"] = blocks
+    return body
+
+
 class SlackChannel:
     """One Slack target. Options: ``conn_id`` (default ``[tasklens] slack_conn_id``), ``channel`` (bot tokens)."""
 
@@ -125,16 +207,26 @@ class SlackChannel:
     def render(self, notification: Notification) -> dict[str, Any]:
         return dict(messages.render_slack(notification, base_url=config.base_url()))
 
-    def send(self, notification: Notification, *, timeout_s: float | None = None) -> None:
-        """Post ``notification``; raises :class:`DeliveryError` saying what went wrong."""
-        self.post(self.render(notification), timeout_s=timeout_s)
+    def send(self, notification: Notification, *, timeout_s: float | None = None) -> str | None:
+        """Post ``notification``; raises :class:`DeliveryError` saying what went wrong. Returns the message's
+        ``ts`` with a bot-token connection (an incident's later messages reply in its thread), else None."""
+        body = self.render(notification)
+        if notification.thread:
+            body["thread_ts"] = notification.thread  # bot tokens only: incoming webhooks ignore it
+        return self.post(body, timeout_s=timeout_s, notification=notification)
 
-    def post(self, body: Mapping[str, Any], *, timeout_s: float | None = None) -> None:
+    def post(
+        self, body: Mapping[str, Any], *, timeout_s: float | None = None, notification: Notification | None = None
+    ) -> str | None:
+        """Post a rendered ``body``. With a bot-token connection, a ``notification`` of one alert gets its action
+        buttons (clicks reach ``/tasklens/integrations/slack/actions``; webhooks cannot take clicks)."""
         timeout = timeout_s if timeout_s is not None else config.http_timeout_s()
         conn = self._connection()
         secrets = _secrets_of(conn)
         if str(conn.conn_type or "slackwebhook") == "slack":
-            self._post_api(body, timeout, secrets)
+            if notification is not None:
+                body = with_action_buttons(body, notification)
+            return self._post_api(body, timeout, secrets)
         else:
             if not (conn.password or "").strip():
                 raise DeliveryError(
@@ -144,6 +236,7 @@ class SlackChannel:
                     secrets=secrets,
                 )
             self._post_webhook(body, timeout, secrets)
+            return None
 
     def _connection(self) -> Any:
         """The channel's connection. Any failure to read it is retryable: Airflow reports a secrets backend or
@@ -196,7 +289,7 @@ class SlackChannel:
         if response.status_code != 200:
             raise classify_status(response.status_code, response.body, response.headers)
 
-    def _post_api(self, body: Mapping[str, Any], timeout: float, secrets: tuple[str | None, ...]) -> None:
+    def _post_api(self, body: Mapping[str, Any], timeout: float, secrets: tuple[str | None, ...]) -> str | None:
         from airflow.providers.slack.hooks.slack import SlackHook  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
         from slack_sdk.errors import SlackApiError  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
 
@@ -212,7 +305,7 @@ class SlackChannel:
         except Exception as exc:
             raise self._client_error(exc, secrets) from None
         try:
-            client.chat_postMessage(channel=self.slack_channel, **dict(body))
+            response = client.chat_postMessage(channel=self.slack_channel, **dict(body))
         except SlackApiError as exc:
             response = exc.response
             raise classify_status(response.status_code, response.data, response.headers) from None
@@ -224,6 +317,65 @@ class SlackChannel:
                 retryable=False,
                 secrets=secrets,
             ) from None
+        ts = response.get("ts") if hasattr(response, "get") else None
+        return str(ts) if ts else None
+
+
+class SlackApp:
+    """The Slack app behind a bot-token connection, for the way back: its signing secret (the connection's extra
+    ``signing_secret``), who clicked (``users.info``), and updates of a message tasklens sent.
+
+    Each call makes one request with the ``[tasklens] http_timeout_s`` timeout and raises :class:`DeliveryError`
+    (never carrying the token) when Slack refuses or cannot be reached.
+    """
+
+    def __init__(self, conn_id: str) -> None:
+        self.conn_id = conn_id
+
+    def extra(self) -> dict[str, Any]:
+        """The connection's extra (``signing_secret``, ``airflow_users``); ``{}`` when it cannot be read."""
+        from airflow.providers.slack.hooks.slack import SlackHook  # noqa: PLC0415 - the provider SDK loads only when Slack is used
+
+        try:
+            conn = SlackHook.get_connection(self.conn_id)
+        except Exception:
+            return {}
+        return dict(conn.extra_dejson or {})
+
+    def signing_secret(self) -> str | None:
+        """The app's signing secret (Slack app settings, Basic Information), from the connection's extra."""
+        secret = self.extra().get("signing_secret")
+        return str(secret) if secret else None
+
+    def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
+        from airflow.providers.slack.hooks.slack import SlackHook  # noqa: PLC0415 - the provider SDK loads only when Slack is used
+
+        conn = SlackHook.get_connection(self.conn_id)
+        secrets = _secrets_of(conn)
+        hook = SlackHook(
+            slack_conn_id=self.conn_id, timeout=config.http_timeout_s(), retry_handlers=[], logger=_SDK_LOG,  # type: ignore[arg-type]
+        )
+        try:
+            response = getattr(hook.client, method)(**kwargs)
+        except Exception as exc:
+            data = getattr(getattr(exc, "response", None), "data", None)
+            detail = data.get("error") if isinstance(data, Mapping) else type(exc).__name__
+            raise DeliveryError(f"Slack {method} failed: {detail}", retryable=False, secrets=secrets) from None
+        return dict(response.data) if isinstance(response.data, Mapping) else {}
+
+    def user_email(self, user_id: str) -> str | None:
+        """The email of Slack user ``user_id`` (needs the ``users:read.email`` scope), or None when it has none."""
+        profile = (self._call("users_info", user=user_id).get("user") or {}).get("profile") or {}
+        email_address = profile.get("email")
+        return str(email_address) if email_address else None
+
+    def update_message(self, channel_id: str, ts: str, body: Mapping[str, Any]) -> None:
+        """Replace the message ``ts`` in ``channel_id`` with ``body`` (``text`` and ``blocks``)."""
+        self._call("chat_update", channel=channel_id, ts=ts, **dict(body))
+
+    def post_ephemeral(self, channel_id: str, user_id: str, text: str) -> None:
+        """A message only ``user_id`` sees, in ``channel_id``."""
+        self._call("chat_postEphemeral", channel=channel_id, user=user_id, text=text)
 
 
 def _redacted(url: str) -> str:

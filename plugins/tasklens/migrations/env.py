@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from tasklens import incident_store  # noqa: F401 - its tables are on the store's metadata
 from tasklens.store import VERSION_TABLE, metadata
 
 connection = context.config.attributes.get("connection")

@@ -14,7 +14,7 @@ from tasklens.channels import mirrors_acknowledge
 from tasklens.store import get_store
 from tasklens.ui import auth, queries
 
-__all__ = ["router"]
+__all__ = ["airflow_log_path", "router"]
 
 StatusName = Literal["open", "acknowledged", "muted", "resolved"]
 SeverityName = Literal["info", "warning", "critical"]

@@ -152,13 +152,21 @@ def _wants_html(request: Request) -> bool:
 def install_routes(app: FastAPI) -> None:
     """Add the API and page routers (they import Airflow's API security module, ~2 s: api-server only)."""
     from tasklens.ui.api import router as api_router  # noqa: PLC0415 - Airflow's API security module (~2 s) loads only in the api-server
+    from tasklens.ui.incident_webhooks import router as incident_router  # noqa: PLC0415 - as above
+    from tasklens.ui.incidents_api import router as incidents_api_router  # noqa: PLC0415 - as above
+    from tasklens.ui.incidents_page import router as incidents_page_router  # noqa: PLC0415 - as above
     from tasklens.ui.pages import router as pages_router  # noqa: PLC0415 - Airflow's API security module (~2 s) loads only in the api-server
+    from tasklens.ui.slack_actions import router as slack_router  # noqa: PLC0415 - as above
 
     if getattr(app.state, "tasklens_routes", False):
         return
 
     app.include_router(api_router)
+    app.include_router(incidents_api_router)
+    app.include_router(incidents_page_router)
     app.include_router(pages_router)
+    app.include_router(slack_router)  # Slack, PagerDuty and Opsgenie sign their requests (no Airflow login)
+    app.include_router(incident_router)
     app.openapi_schema = None
     app.state.tasklens_routes = True
 

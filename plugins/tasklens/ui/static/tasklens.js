@@ -46,13 +46,14 @@
     if (!button) return;
     var id = button.getAttribute("data-alert");
     var action = button.getAttribute("data-action");
+    var resource = button.getAttribute("data-resource") || "alerts";  // "incidents": acts on every member
     var body = {};
     if (action === "mute") {
       var select = document.getElementById("mute-" + id);
       body = { duration_minutes: parseInt(select ? select.value : "60", 10) };
     }
     button.disabled = true;
-    fetch(api + "/alerts/" + encodeURIComponent(id) + "/" + action, {
+    fetch(api + "/" + resource + "/" + encodeURIComponent(id) + "/" + action, {
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-Tasklens-Request": "1" },
