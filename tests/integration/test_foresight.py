@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from tasklens.store import Store
+from tasklens.testing import SlackSink
 from tests.faults.harness import wait_until
 from tests.integration.stack import AirflowStack
-from tests.sinks import SlackSink
 
 pytestmark = pytest.mark.integration
 DAGS = Path(__file__).parent / "dags_foresight"
