@@ -28,10 +28,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from tasklens import cascades, config, configcheck, pipeline
+from tasklens import cascades, config, configcheck, deadlines, pipeline
 from tasklens.alerts import Alert, AlertKind, AlertSnapshot, Notification, Severity, Status
 from tasklens.channels import build_channel
 from tasklens.exceptions import ConfigError, DeliveryError, TasklensError
+from tasklens.foresight import queries as foresight_queries
 from tasklens.spool import Spool
 
 __all__ = ["main"]
@@ -88,7 +89,27 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     )
     for key, value in settings.items():
         _print(f"  {key} = {value}")
-    return 0
+    return _check_deadline_globs(ruleset)
+
+
+def _check_deadline_globs(ruleset: Any) -> int:
+    """Deadline globs that match no DAG Airflow knows: named with the file, the key and the fix (exit 1)."""
+    if not ruleset.deadlines:
+        return 0
+    from airflow.utils.session import create_session  # noqa: PLC0415 - Airflow's ORM loads only for this check
+
+    try:
+        with create_session() as session:
+            dag_ids = foresight_queries.known_dag_ids(session)
+    except Exception as exc:
+        _print(f"tasklens check-config: note: deadline globs not checked (Airflow's metadata DB: {type(exc).__name__})")
+        return 0
+    unmatched = deadlines.unmatched_globs(ruleset.deadlines, dag_ids)
+    for key, glob in unmatched:
+        _print(f"tasklens check-config: ERROR: {ruleset.source}: {key}: {glob!r} matches no DAG Airflow knows "
+               f"({len(dag_ids)} DAGs). Fix: correct the glob (globs are case-sensitive, e.g. \"nightly_*\"), or "
+               f"remove it if the DAG is gone")
+    return 1 if unmatched else 0
 
 
 def _test_notification(channel: str) -> Any:

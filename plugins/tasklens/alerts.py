@@ -34,6 +34,11 @@ class AlertKind(str, enum.Enum):
     RETRY = "retry"  # attempt failed, a retry is scheduled
     KILLED = "killed"  # attempt killed outside Python (SIGKILL/OOM, worker lost, heartbeat timeout)
     DURATION = "duration"  # task ran longer than its threshold
+    OVERRUN = "overrun"  # an attempt still running is far past its usual duration
+    STUCK = "stuck"  # an attempt has waited in queued / scheduled too long
+    DEADLINE = "deadline"  # a DAG run is forecast to miss its deadline, or missed it
+    LATE = "late"  # a scheduled DAG run has not started in time
+    HEARTBEAT = "heartbeat"  # an Airflow component stopped heartbeating
     METRIC = "metric"  # a task-emitted metric crossed its threshold
     CUSTOM = "custom"  # raised by task code (tasklens.alert / AlertOperator)
     RESOLVE = "resolve"  # the condition behind earlier alerts of this fingerprint cleared

@@ -22,7 +22,7 @@ from typing import Any
 
 from tasklens import config, failures, logs, metrics, otel, persist
 from tasklens._once import WarnOnce
-from tasklens.alerts import AlertKind, Delivery
+from tasklens.alerts import Alert, AlertKind, Delivery
 from tasklens.events import TaskEvent
 from tasklens.exceptions import StoreError
 from tasklens.spool import Spool
@@ -34,6 +34,7 @@ __all__ = [
     "handle_metric",
     "ingest_spool",
     "raise_custom_alert",
+    "record_alerts",
     "record_settled_success",
     "run_stage",
 ]
@@ -143,6 +144,14 @@ def record_settled_success(event: TaskEvent, recent_durations_s: Sequence[float]
     rules, _ = _engine()
     ruleset = config.ruleset()
     _record(rules.evaluate_event(event, ruleset, recent_durations_s=recent_durations_s), ruleset, event=event)
+
+
+def record_alerts(alerts: Sequence[Alert]) -> None:
+    """Route and store alerts the api-server's checks raised from Airflow's metadata DB (running too long, late
+    runs, deadline forecasts). Raises :class:`~tasklens.exceptions.StoreError` when the store cannot take them (the
+    check raises them again next pass)."""
+    if alerts:
+        _record(alerts, config.ruleset())
 
 
 def _record_event_alerts(event: TaskEvent) -> bool:

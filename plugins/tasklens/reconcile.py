@@ -54,6 +54,7 @@ import sqlalchemy as sa
 
 from tasklens import config, events, pipeline, rules, store
 from tasklens.background import BackgroundLoop
+from tasklens.foresight import checks as foresight
 from tasklens.store import leases_table
 
 __all__ = [
@@ -492,6 +493,8 @@ def reconcile_once(
     # Reports spooled while the store was away come first: they are the tasks' own words, not kills.
     pipeline.ingest_spool()
     alert_store = store.get_store()
+    # Attempts still in flight (running too long, stuck waiting): isolated, so the checks below always run.
+    pipeline.run_stage("foresight", foresight.run_checks, alert_store, now)
     # Never look before the store existed: older failures predate tasklens.
     watching_since = alert_store.watching_since() or now
     since = max(since or now - lookback, now - lookback, watching_since)

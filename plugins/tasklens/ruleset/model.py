@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from tasklens import channels as channel_registry
 from tasklens.alerts import AlertKind, Severity
+from tasklens.deadlines import Deadline
 from tasklens.failures import ClassRule
 
 __all__ = [
@@ -43,6 +44,10 @@ RULE_TYPES: Mapping[str, tuple[str, ...]] = types.MappingProxyType(
         "killed": ("killed",),
         "recovered": ("success",),
         "duration": ("success", "failed", "up_for_retry", "killed"),
+        "overrun": (),  # a running attempt, checked by the api-server (tasklens.foresight)
+        "stuck": (),  # a queued / scheduled attempt, checked by the api-server (tasklens.foresight)
+        "late": (),  # a scheduled DAG run not started in time, checked by the api-server (tasklens.foresight)
+        "heartbeat": (),  # an Airflow component that stopped heartbeating (tasklens.foresight)
         "metric": (),
         "custom": (),
     }
@@ -55,6 +60,10 @@ BUILTIN_RULES: Mapping[str, str] = types.MappingProxyType(
         "task_killed": "killed",
         "task_recovered": "recovered",
         "task_duration": "duration",
+        "task_overrun": "overrun",
+        "task_stuck": "stuck",
+        "dag_late": "late",
+        "component_heartbeat": "heartbeat",
         "custom": "custom",
     }
 )
@@ -117,6 +126,14 @@ class Rule:
     min_history: int = 5
     min_duration_s: float = 0.0
     events: tuple[str, ...] = ()
+    # overrun rules (min_history, min_duration_s and max_duration_s above apply too): alert past factor x p95
+    factor: float = 2.0
+    # stuck rules
+    max_queued_s: float | None = None
+    max_scheduled_s: float | None = None
+    # late rules / heartbeat rules
+    max_delay_s: float | None = None
+    max_silence_s: float | None = None
     # metric rules
     metric: str | None = None
     op: str = ">"
@@ -252,6 +269,7 @@ class Ruleset:
     source: Path | None = None
     #: The file's classifier entries, tried before :data:`tasklens.failures.BUILTIN_TABLE`.
     failure_classes: tuple[ClassRule, ...] = ()
+    deadlines: tuple[Deadline, ...] = ()  # when DAG runs must be done (tasklens.deadlines)
 
     def rule(self, name: str) -> Rule | None:
         """The rule called ``name``, or None."""

@@ -16,6 +16,7 @@ from typing import Any
 from tasklens import catalogues
 from tasklens import channels as channel_registry
 from tasklens.alerts import AlertKind, Severity
+from tasklens.deadlines import parse_deadline
 from tasklens.exceptions import ConfigError
 from tasklens.failures import FAILURE_CLASSES, parse_table
 from tasklens.ruleset.defaults import default_ruleset
@@ -179,6 +180,10 @@ _RULE_KEYS_BY_TYPE = {
     "duration": ("max_duration", "median_factor", "min_history", "min_duration", "events"),
     "metric": ("metric", "op", "threshold", "resolve_when_ok"),
     "recovered": ("resolves",),
+    "overrun": ("max_duration", "factor", "min_history", "min_duration"),
+    "stuck": ("max_queued", "max_scheduled"),
+    "late": ("max_delay",),
+    "heartbeat": ("max_silence",),
 }
 _RULE_MATCH_KEYS = ("dag_id", "task_id", "tags", "owner", "operator", "exception_type")
 _ROUTE_KEYS = (
@@ -201,7 +206,7 @@ _REGEX_FIELDS = ("title", "summary", "exception_type", "exception_message", "dag
 _CHANNEL_KEYS = ("type", "conn_id", "to", "channel", "rate_limit_per_s", "locale", "timezone")
 _MUTE_KEYS = ("weekdays", "hours", "timezone", "start", "end")
 _DEFAULTS_KEYS = ("group_by", "group_wait", "repeat_interval")
-_TOP_KEYS = ("version", "defaults", "channels", "rules", "routes", "retry_policies", "failure_classes")
+_TOP_KEYS = ("version", "defaults", "channels", "rules", "routes", "retry_policies", "failure_classes", "deadlines")
 _RETRY_POLICY_KEYS = ("preset", "match")
 _RETRY_MATCH_KEYS = ("dag_id", "tags", "operator")
 
@@ -253,6 +258,8 @@ def _parse_rule(reader: _Reader, name: str, raw: Any, base: Rule | None) -> Rule
         match = reader.mapping(body["match"], f"{key}.match")
         reader.keys(match, f"{key}.match", _RULE_MATCH_KEYS)
         changes["match"] = RuleMatch(**{k: reader.strings(v, f"{key}.match.{k}") for k, v in match.items()})
+    if rule_type in ("overrun", "stuck", "late", "heartbeat"):
+        changes.update(_foresight_rule_changes(reader, key, body))
     if rule_type == "duration":
         if "max_duration" in body:
             changes["max_duration_s"] = (
@@ -313,6 +320,21 @@ def _parse_rule(reader: _Reader, name: str, raw: Any, base: Rule | None) -> Rule
             "set max_duration (e.g. 2h) and/or median_factor (e.g. 3), or enabled: false",
         )
     return rule
+
+
+def _foresight_rule_changes(reader: _Reader, key: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of the api-server's in-flight checks (``overrun``, ``stuck``, ``late``, ``heartbeat``)."""
+    changes: dict[str, Any] = {}
+    for name, field in (("max_duration", "max_duration_s"), ("min_duration", "min_duration_s"),
+                        ("max_queued", "max_queued_s"), ("max_scheduled", "max_scheduled_s"),
+                        ("max_delay", "max_delay_s"), ("max_silence", "max_silence_s")):
+        if name in body:
+            changes[field] = None if body[name] is None else reader.duration(body[name], f"{key}.{name}")
+    if "factor" in body:
+        changes["factor"] = reader.number(body["factor"], f"{key}.factor", minimum=1.0)
+    if "min_history" in body:
+        changes["min_history"] = int(reader.number(body["min_history"], f"{key}.min_history", minimum=1, integer=True))
+    return changes
 
 
 def _parse_mute(reader: _Reader, raw: Any, key: str) -> MuteWindow:
@@ -708,6 +730,12 @@ def parse_ruleset(
         _check_name(reader, name, "retry_policies")
         policies[name] = _parse_retry_policy(reader, name, raw)
 
+    deadlines = []
+    for name, raw in reader.mapping(top.get("deadlines"), "deadlines").items():
+        _check_name(reader, name, "deadlines")
+        deadlines.append(parse_deadline(name, raw, source=reader.source, strings=reader.strings,
+                                        duration=reader.duration))
+
     return Ruleset(
         rules=tuple(rules.values()),
         routes=routes,
@@ -715,6 +743,7 @@ def parse_ruleset(
         retry_policies=types.MappingProxyType(policies),
         source=path,
         failure_classes=parse_table(top.get("failure_classes"), source),
+        deadlines=tuple(deadlines),
     )
 
 

@@ -3,7 +3,7 @@ rule need, and the outbox's health figures."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -164,6 +164,19 @@ class Reads(StoreEngine):
                 sa.select(a.dag_id, a.task_id).where(a.open_key.is_not(None), a.task_id.is_not(None)).distinct()
             )
             return {(str(dag_id), str(task_id)) for dag_id, task_id in rows}
+
+    def open_alerts_of(self, rules: Sequence[str]) -> list[dict[str, Any]]:
+        """Unresolved alerts of ``rules``: the identity columns of each (the api-server's in-flight checks)."""
+        a = alerts_table.c
+        if not rules:
+            return []
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(a.rule, a.dag_id, a.task_id, a.run_id, a.map_index, a.try_number, a.data).where(
+                    a.open_key.is_not(None), a.rule.in_(list(rules))
+                )
+            ).mappings()
+            return [dict(r) for r in rows]
 
     def watching_since(self) -> datetime | None:
         """When this store was created: the reconciler never reports failures from before it."""

@@ -20,7 +20,9 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, sta
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from tasklens import configcheck
+from tasklens.foresight.checks import duration_outlook
 from tasklens.store import get_store
+from tasklens.text import format_duration
 from tasklens.ui import auth, queries
 from tasklens.ui.api import airflow_log_path
 
@@ -52,6 +54,7 @@ def _env() -> jinja2.Environment:
     env.filters["ts"] = _format_ts
     env.filters["iso"] = lambda v: v.isoformat() if isinstance(v, datetime) else str(v)
     env.filters["first_line"] = lambda text, limit=160: _first_line(text, limit)
+    env.filters["duration"] = format_duration
     return env
 
 
@@ -237,6 +240,14 @@ def _map_index(raw: str | None) -> int:
         return -1
 
 
+def _outlook(dag_id: str, task_id: str) -> dict[str, Any] | None:
+    """The running-too-long check's view of the task ("learning" or its usual duration); None when unavailable."""
+    try:
+        return duration_outlook(dag_id, task_id)
+    except Exception:  # an extra line of the tab: never worth failing the page
+        return None
+
+
 @router.get(
     "/ti",
     response_class=HTMLResponse,
@@ -270,6 +281,7 @@ def task_instance_tab(
         request,
         "ti.html",
         dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=index,
+        outlook=_outlook(dag_id, task_id),
         events=events,
         occurrences=view["occurrences"],
         alerts=[_alert_view(a, root) for a in view["alerts"]],

@@ -1,0 +1,54 @@
+"""Forecasting an in-flight run's finish along its DAG from each task's history."""
+
+from __future__ import annotations
+
+from tasklens.foresight.forecast import TaskProgress, forecast_finish
+from tasklens.foresight.history import Sample
+
+# extract -> preprocess -> train -> score, and extract -> report (short, off the critical path)
+UPSTREAM = {"extract": (), "preprocess": ("extract",), "train": ("preprocess",), "score": ("train",),
+            "report": ("extract",)}
+
+
+def _history(**minutes: float) -> dict[str, list[Sample]]:
+    return {task: [Sample(None, m * 60 * (1 + (i % 5 - 2) / 20), wait_s=5.0) for i in range(20)]
+            for task, m in minutes.items()}
+
+
+HISTORY = _history(extract=5, preprocess=10, train=30, score=5, report=2)
+
+
+def test_a_fresh_run_takes_the_critical_path_sum_and_names_it():
+    """Nothing started: about 5+10+30+5 min plus queue waits; the path skips the short report branch."""
+    forecast = forecast_finish(UPSTREAM, {}, HISTORY, seed="run1")
+    assert forecast.critical_path == ("extract", "preprocess", "train", "score")
+    assert 50 * 60 <= forecast.median_s <= 52 * 60
+    assert forecast.median_s <= forecast.finish_s <= 55 * 60
+
+
+def test_done_and_running_tasks_count_only_what_is_left():
+    """extract and preprocess done, train running 20 of its ~30 min: about 10 + 5 min left."""
+    progress = {"extract": TaskProgress("success"), "preprocess": TaskProgress("success"),
+                "report": TaskProgress("success"), "train": TaskProgress("running", 20 * 60)}
+    forecast = forecast_finish(UPSTREAM, progress, HISTORY, seed="run1")
+    assert forecast.critical_path == ("train", "score")
+    assert 14 * 60 <= forecast.median_s <= 17 * 60
+
+
+def test_a_task_running_past_all_its_history_pushes_the_forecast_out():
+    """train at 60 min (history ~30): the forecast grows with its elapsed time instead of assuming it ends now."""
+    progress = {t: TaskProgress("success") for t in ("extract", "preprocess", "report")}
+    slow = forecast_finish(UPSTREAM, {**progress, "train": TaskProgress("running", 60 * 60)}, HISTORY, seed="r")
+    assert slow.median_s >= 15 * 60 + 5 * 60
+
+
+def test_too_little_history_is_learning_and_forecasts_nothing():
+    """A remaining task with fewer samples than min_history: no forecast at all."""
+    history = {**HISTORY, "train": HISTORY["train"][:3]}
+    forecast = forecast_finish(UPSTREAM, {}, history, min_history=5, seed="run1")
+    assert forecast.learning == ("train",) and forecast.finish_s == 0.0
+
+
+def test_the_same_run_gets_the_same_forecast():
+    """Seeded by the run: a repeat pass does not jitter the alert."""
+    assert forecast_finish(UPSTREAM, {}, HISTORY, seed="a") == forecast_finish(UPSTREAM, {}, HISTORY, seed="a")
