@@ -20,6 +20,8 @@ from tasklens.text import bounded, bounded_tail
 
 __all__ = [
     "EVENT_KINDS",
+    "MAX_MESSAGE_CHARS",
+    "MAX_TRACEBACK_CHARS",
     "SCHEMA_VERSION",
     "TaskEvent",
     "from_context",

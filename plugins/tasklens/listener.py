@@ -14,6 +14,10 @@ from airflow.listeners import hookimpl
 
 from tasklens import callbacks, events, pipeline
 
+__all__ = [
+    "on_task_instance_failed", "on_task_instance_running", "on_task_instance_skipped", "on_task_instance_success",
+]
+
 log = logging.getLogger(__name__)
 
 

@@ -15,10 +15,10 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasklens import config, failures, logs, metrics, otel, persist
 from tasklens._once import WarnOnce
@@ -26,6 +26,10 @@ from tasklens.alerts import Alert, AlertKind, Delivery
 from tasklens.events import TaskEvent
 from tasklens.exceptions import StoreError
 from tasklens.spool import Spool
+
+if TYPE_CHECKING:  # types only: the store (SQLAlchemy) and the rules model load on the first alert
+    from tasklens.ruleset import Rule, Ruleset
+    from tasklens.store import RecordResult
 
 __all__ = [
     "ERROR_COUNTS",
@@ -188,7 +192,7 @@ def _waits_for_store(event: TaskEvent) -> bool:
     return event.source not in _NON_WAITING_SOURCES
 
 
-def _persist(write: Callable[[], None], op: str, payload: Mapping[str, Any], *, wait: bool,
+def _persist(write: Callable[[], object], op: str, payload: Mapping[str, Any], *, wait: bool,
              stage: str = "alerts") -> None:
     """Store through the writer thread (spooled when the store cannot take it in time); then, when earlier writes
     wait in the spool, ingest them in the background."""
@@ -213,7 +217,7 @@ def _reraise(exc: Exception) -> None:
     raise exc
 
 
-def _spool() -> Any:
+def _spool() -> Spool:
     return Spool(config.spool_dir())
 
 
@@ -242,19 +246,19 @@ def _replay(op: str, payload: Mapping[str, Any]) -> None:
         raise ValueError(f"unknown spool record {op!r}")
 
 
-def _median_duration_rules(ruleset: Any) -> list[Any]:
+def _median_duration_rules(ruleset: Ruleset) -> list[Rule]:
     return [rule for rule in ruleset.rules_of_type("duration") if rule.enabled and rule.median_factor]
 
 
-def _may_exceed_median(rule: Any, event: TaskEvent) -> bool:
+def _may_exceed_median(rule: Rule, event: TaskEvent) -> bool:
     """Whether ``rule`` could fire on ``event`` at all: shorter than its min_duration, the median is irrelevant."""
     rules, _ = _engine()
     duration = event.duration_s
     return duration is not None and duration >= rule.min_duration_s and rules.rule_condition(rule)(event)
 
 
-def _record(alerts: Any, ruleset: Any, *, event: TaskEvent | None = None,
-            deliveries_for: Callable[[Any], Any] | None = None) -> Any:
+def _record(alerts: Sequence[Alert], ruleset: Ruleset, *, event: TaskEvent | None = None,
+            deliveries_for: Callable[[Alert], Iterable[Delivery]] | None = None) -> RecordResult | None:
     """Route ``alerts`` (muted routes dropped) and record them, with ``event``, in one store transaction.
 
     Raises :class:`~tasklens.exceptions.StoreError` when the store cannot take them."""
@@ -265,7 +269,7 @@ def _record(alerts: Any, ruleset: Any, *, event: TaskEvent | None = None,
         return None
     _, routing = _engine()
     now = datetime.now(timezone.utc)
-    items: list[tuple[Any, Any, bool]] = []
+    items: list[tuple[Alert, Sequence[Delivery], bool]] = []
     for alert in alerts:
         if alert.kind == AlertKind.RESOLVE:
             items.append((alert, (), False))  # resolve notices go where the alert went (the store knows)
@@ -371,12 +375,12 @@ def _record_custom_alert(title: str, severity: str, template: str | None, data: 
     _record([alert], ruleset, deliveries_for=deliveries_for)
 
 
-def _explicit_deliveries(channels: Any, ruleset: Any) -> Callable[[Any], list[Any]]:
+def _explicit_deliveries(channels: str | Sequence[str], ruleset: Ruleset) -> Callable[[Alert], list[Delivery]]:
     """Deliveries straight to named channels (a notifier's own target), bypassing the routes."""
     names = [channels] if isinstance(channels, str) else list(channels)
     _, routing = _engine()
 
-    def deliveries(alert: Any) -> list[Any]:
+    def deliveries(alert: Alert) -> list[Delivery]:
         out = []
         for name in names:
             known = ruleset.channels.get(name)

@@ -10,6 +10,8 @@ from airflow.plugins_manager import AirflowPlugin
 
 from tasklens import listener
 
+__all__ = ["MIN_AIRFLOW", "TasklensPlugin"]
+
 log = logging.getLogger(__name__)
 
 MIN_AIRFLOW = (3, 1)  # 3.1 and 3.2 without the 3.3-only features (tasklens.airflow_compat)

@@ -36,7 +36,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tasklens import pipeline
@@ -89,7 +89,7 @@ def capture_alerts(*, replace_store: bool = True) -> Iterator[list[Alert]]:
     seen: list[Alert] = []
     original = pipeline._record
 
-    def recording(alerts: Iterable[Alert], ruleset: Ruleset, *, event: TaskEvent | None = None,
+    def recording(alerts: Sequence[Alert], ruleset: Ruleset, *, event: TaskEvent | None = None,
                   deliveries_for: Callable[[Alert], Iterable[Delivery]] | None = None) -> RecordResult | None:
         seen.extend(alerts)
         if replace_store:
