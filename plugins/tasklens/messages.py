@@ -711,9 +711,10 @@ def _value_name(value: str, tr: Localizer) -> str:
     return tr.gettext(_VALUE_NAMES[value]) if value in _VALUE_NAMES else value
 
 
-def _slack_fields(item: dict[str, Any], notification: Notification, tr: Localizer) -> list[dict[str, Any]]:
+def _alert_fields(item: dict[str, Any], tr: Localizer) -> list[tuple[str, str]]:
+    """The labelled fields every channel shows first for one alert."""
     alert = item["alert"]
-    pairs = [
+    return [
         (tr.gettext("DAG"), alert["dag_id"]),
         (tr.gettext("Task"), alert["task"]),
         (tr.gettext("Run"), alert["run_id"]),
@@ -721,6 +722,10 @@ def _slack_fields(item: dict[str, Any], notification: Notification, tr: Localize
         (tr.gettext("Severity"), _value_name(alert["severity"], tr)),
         (tr.gettext("Occurrences"), tr.number(item["occurrences"])),
     ]
+
+
+def _slack_fields(item: dict[str, Any], notification: Notification, tr: Localizer) -> list[dict[str, Any]]:
+    pairs = _alert_fields(item, tr)
     if item["status"] != Status.OPEN.value or notification.kind == "resolve":
         pairs.append((tr.gettext("Status"), _value_name(item["status"], tr)))
     fields = [
@@ -842,12 +847,7 @@ def render_slack(notification: Notification, *, base_url: str, templates_dir: An
 def _email_fields(item: dict[str, Any], tr: Localizer) -> list[tuple[str, str]]:
     alert = item["alert"]
     pairs = [
-        (tr.gettext("DAG"), alert["dag_id"]),
-        (tr.gettext("Task"), alert["task"]),
-        (tr.gettext("Run"), alert["run_id"]),
-        (tr.gettext("Try"), alert["try_label"]),
-        (tr.gettext("Severity"), _value_name(alert["severity"], tr)),
-        (tr.gettext("Occurrences"), tr.number(item["occurrences"])),
+        *_alert_fields(item, tr),
         (tr.gettext("Status"), _value_name(item["status"], tr)),
         (tr.gettext("First seen"), tr.datetime(item["first_seen"])),
         (tr.gettext("Last seen"), tr.datetime(item["last_seen"])),
