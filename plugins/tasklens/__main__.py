@@ -32,7 +32,6 @@ from tasklens import cascades, config, configcheck, deadlines, pipeline
 from tasklens.alerts import Alert, AlertKind, AlertSnapshot, Notification, Severity, Status
 from tasklens.channels import build_channel
 from tasklens.exceptions import ConfigError, DeliveryError, TasklensError
-from tasklens.foresight import queries as foresight_queries
 from tasklens.spool import Spool
 
 __all__ = ["main"]
@@ -97,6 +96,8 @@ def _check_deadline_globs(ruleset: Any) -> int:
     if not ruleset.deadlines:
         return 0
     from airflow.utils.session import create_session  # noqa: PLC0415 - Airflow's ORM loads only for this check
+
+    from tasklens.foresight import queries as foresight_queries  # noqa: PLC0415 - SQLAlchemy: as above
 
     try:
         with create_session() as session:

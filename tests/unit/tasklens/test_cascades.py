@@ -55,7 +55,7 @@ def test_a_cascade_that_never_settles_delays_the_message_at_most_cascade_wait_s(
     dispatcher = make_dispatcher(store, clock, channels)
     dispatcher.attribute_cascades = lambda items: with_cascade(items, settled=False)
     store.record([(make_alert(), [slack()])])
-    start = clock.now
+    start = clock.now  # FakeClock: simulated seconds the dispatcher advanced itself, not wall time
     dispatcher.drain(max_passes=100)
     assert len(channels.sent) == 1 and 15 <= (clock.now - start).total_seconds() <= 17
     store.dispose()

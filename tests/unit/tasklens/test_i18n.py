@@ -17,13 +17,14 @@ from babel.messages.pofile import read_po
 from scripts import update_catalogues
 from tasklens import catalogues, config, pipeline
 from tasklens.__main__ import main
-from tasklens.alerts import Alert, AlertKind, AlertSnapshot, Notification, Severity, Status
+from tasklens.alerts import Alert, AlertKind, AlertSnapshot, Notification, Status
 from tasklens.exceptions import ConfigError
 from tasklens.i18n import localizer
 from tasklens.messages import render_email, render_slack
 from tasklens.ruleset import parse_rules_text
 from tasklens.store import reset_stores
 from tasklens.testing import SlackSink, SmtpSink, failed_event
+from tests.unit.tasklens.test_messages import failure as messages_failure
 
 BASE = "http://airflow.example.com"
 REQUIRED = ("en", "fr", "de", "es", "pt_BR", "ja", "zh_Hans")
@@ -31,25 +32,8 @@ HOSTILE = "<!channel> <@U123> *bold* & <https://evil.example|click> </td><script
 
 
 def failure(**fields) -> Alert:
-    base = dict(
-        fingerprint="f",
-        rule="task_failed",
-        kind=AlertKind.FAILURE,
-        severity=Severity.CRITICAL,
-        title="Task failed: etl.load",
-        summary="ValueError: boom",
-        dag_id="etl",
-        task_id="load",
-        run_id="scheduled__2025-01-01",
-        try_number=2,
-        max_tries=3,
-        exception_type="ValueError",
-        exception_message="boom",
-        log_url="http://airflow.example.com/log?dag_id=etl&task_id=load",
-        data={"traceback": "Traceback (most recent call last):\nValueError: boom"},
-    )
-    base.update(fields)
-    return Alert(**base)
+    """test_messages' failure, with a one-line exception message."""
+    return messages_failure(**{"exception_message": "boom", **fields})
 
 
 def note(alert: Alert, *, locale=None, zone=None, kind="alert") -> Notification:
