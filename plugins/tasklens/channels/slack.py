@@ -41,6 +41,7 @@ __all__ = [
     "classify_status",
     "parse_retry_after",
     "with_action_buttons",
+    "with_status_line",
 ]
 
 #: ``action_id`` of the interactive buttons a bot-token message carries (the value is the alert id).
@@ -66,6 +67,10 @@ _ACTIONABLE_KINDS = ("alert", "repeat", "escalation", "digest", "fallback")
 #: gone): nothing is lost, the new content is posted as a new message.
 _GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed", "channel_not_found",
                    "is_archived", "not_in_channel"})
+
+
+class _Gone(Exception):
+    """The message to update no longer exists (or can no longer be changed)."""
 
 
 class _RedactingFilter(logging.Filter):
@@ -197,6 +202,14 @@ def with_action_buttons(body: Mapping[str, Any], notification: Notification) -> 
     return body
 
 
+def with_status_line(body: Mapping[str, Any], line: str) -> dict[str, Any]:
+    """``body`` with a context line (who did what, when) before its closing context block."""
+    blocks = [dict(block) for block in body.get("blocks") or ()]
+    note = {"type": "context", "elements": [{"type": "mrkdwn", "text": line}]}
+    blocks.insert(len(blocks) - 1 if blocks and blocks[-1].get("type") == "context" else len(blocks), note)
+    return {**body, "blocks": blocks}
+
+
 class SlackChannel:
     """One Slack target. Options: ``conn_id`` (default ``[tasklens] slack_conn_id``), ``channel`` (bot tokens)."""
 
@@ -244,6 +257,24 @@ class SlackChannel:
                 )
             self._post_webhook(body, timeout, secrets)
             return None
+
+    def update(self, notification: Notification, message: PostedMessage, *, status_line: str | None = None,
+               timeout_s: float | None = None) -> bool:
+        """Redraw the earlier ``message`` as ``notification`` (its buttons those of the alert's current status, plus
+        ``status_line``). Only a bot-token connection can: False for a webhook, or when Slack says the message is
+        gone (nothing is posted instead). Raises :class:`DeliveryError` when Slack refuses or cannot be reached."""
+        conn = self._connection()
+        if str(conn.conn_type or "slackwebhook") != "slack":
+            return False
+        body = with_action_buttons(self.render(notification), notification)
+        if status_line:
+            body = with_status_line(body, status_line)
+        try:
+            self._post_api(body, timeout_s if timeout_s is not None else config.http_timeout_s(),
+                           _secrets_of(conn), replace=message, post_if_gone=False)
+        except _Gone:
+            return False
+        return True
 
     def _connection(self) -> Any:
         """The channel's connection. Any failure to read it is retryable: Airflow reports a secrets backend or
@@ -297,7 +328,7 @@ class SlackChannel:
             raise classify_status(response.status_code, response.body, response.headers)
 
     def _post_api(self, body: Mapping[str, Any], timeout: float, secrets: tuple[str | None, ...],
-                  replace: PostedMessage | None = None) -> PostedMessage | None:
+                  replace: PostedMessage | None = None, *, post_if_gone: bool = True) -> PostedMessage | None:
         from airflow.providers.slack.hooks.slack import SlackHook  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
         from slack_sdk.errors import SlackApiError  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
 
@@ -321,10 +352,14 @@ class SlackChannel:
                     data = exc.response.data if isinstance(exc.response.data, Mapping) else {}
                     if data.get("error") not in _GONE:
                         raise
+                    if not post_if_gone:
+                        raise _Gone(str(data.get("error"))) from None
                     _SDK_LOG.info("tasklens: Slack message %s could not be updated (%s); posting a new one",
                                   replace.ts, data.get("error"))
             if response is None:
                 response = client.chat_postMessage(channel=self.slack_channel, **dict(body))
+        except _Gone:
+            raise
         except SlackApiError as exc:
             response = exc.response
             raise classify_status(response.status_code, response.data, response.headers) from None
