@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tasklens.alerts import PostedMessage, Status
-from tasklens.incidents import Correlation, correlation_of, headline, title_of
+from tasklens.incidents import Correlation, correlation_of, headline, title_of, unreachable_parts
 from tasklens.store import Store, alerts_table, leases_table, metadata
 from tasklens.store.engine import _insert_or_skip
 from tasklens.store.schema import UTCDateTime
@@ -108,7 +108,9 @@ class Incident:
 
     def view(self, unlisted: int = 0, *, update: bool = False) -> dict[str, Any]:
         """What a message shows of the incident; ``unlisted`` members are counted, not listed ("and 3,912 more")."""
+        host, cause = unreachable_parts(self.title, self.dependency, self.failure_class) or (None, None)
         return {
+            "unreachable": host, "cause": cause,
             "id": self.id, "title": self.title, "headline": self.headline, "members": self.members,
             "dags": self.dags, "first_seen": self.first_seen.strftime("%H:%M"),
             "last_seen": self.last_seen.strftime("%H:%M"), "more": max(0, unlisted),
