@@ -110,7 +110,7 @@ class Incident:
         """What a message shows of the incident; ``unlisted`` members are counted, not listed ("and 3,912 more")."""
         host, cause = unreachable_parts(self.title, self.dependency, self.failure_class) or (None, None)
         return {
-            "unreachable": host, "cause": cause,
+            "unreachable": host, "cause": cause, "acked_by": self.acked_by,
             "id": self.id, "title": self.title, "headline": self.headline, "members": self.members,
             "dags": self.dags, "first_seen": self.first_seen.strftime("%H:%M"),
             "last_seen": self.last_seen.strftime("%H:%M"), "more": max(0, unlisted),

@@ -1,7 +1,8 @@
 """Slack messages follow what was done elsewhere: an alert acknowledged or muted in the Alerts UI, the Incidents view,
 PagerDuty or Opsgenie gets its Slack message (bot-token connections) redrawn in place: the status field, a line
-saying who did it and when, and only the buttons still useful. A resolve needs nothing here: its resolve notice
-goes through the outbox and replaces the message (``tasklens.dispatch``).
+saying who did it and when, and only the buttons still useful; an incident acknowledged in the Incidents view gets
+its message redrawn saying who. A resolve needs nothing here: its resolve notice goes through the outbox and
+replaces the message (``tasklens.dispatch``).
 
 Only messages that show the alert alone are redrawn (a digest or an incident's message speaks for other alerts
 too). The update runs in the request that made the change, bounded: at most :data:`MAX_MESSAGES` messages, each
@@ -15,16 +16,16 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from tasklens import config, posted_messages
+from tasklens import config, incident_store, posted_messages
 from tasklens.alerts import Notification, PostedMessage, Status
 from tasklens.channels import build_channel
 from tasklens.channels.slack import SlackChannel
-from tasklens.dispatch import channel_config_from_ruleset, message_language_from_ruleset
+from tasklens.dispatch import DispatcherSettings, channel_config_from_ruleset, message_language_from_ruleset
 from tasklens.i18n import localizer
 from tasklens.messages import escape_mrkdwn
 from tasklens.store import Store
 
-__all__ = ["MAX_MESSAGES", "follow_status", "status_line"]
+__all__ = ["MAX_MESSAGES", "follow_incident", "follow_status", "status_line"]
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +83,57 @@ def follow_status(store: Store, alert_ids: Iterable[int]) -> int:
     return updated
 
 
+def follow_incident(store: Store, incident_id: int) -> int:
+    """Redraw the incident's Slack messages (the members it lists, its counts, who acknowledged it); returns how
+    many were updated. Never raises."""
+    updated = 0
+    try:
+        found = incident_store.get_incident(store, incident_id, member_limit=1)
+        if found is None:
+            return 0
+        incident = found[0]
+        listed = incident_store.member_alert_ids(store, incident_id, limit=DispatcherSettings().digest_max_items)
+        try:
+            base_url = config.base_url()
+        except Exception:
+            base_url = None
+        snapshots = store.snapshots(listed, base_url=base_url)
+        items = tuple(snapshots[i] for i in listed if i in snapshots)
+        first = store.get_alert(listed[0]) if listed else None
+        timeout = min(config.http_timeout_s(), _TIMEOUT_CAP_S)
+        for channel, sent in list(incident.messages.items())[:MAX_MESSAGES]:
+            if not (isinstance(sent, dict) and sent.get("ts") and sent.get("channel")) or not items:
+                continue
+            target = _slack_target(channel)
+            if target is None:
+                continue
+            locale, zone = message_language_from_ruleset(_route_of(first or {}, channel), channel)
+            notification = Notification(kind="digest", channel=channel, items=items, locale=locale, timezone=zone,
+                                        incident=incident.view(incident.members - len(items)))
+            try:
+                updated += target.update(notification, PostedMessage(str(sent["channel"]), str(sent["ts"])),
+                                         timeout_s=timeout)
+            except Exception as exc:  # DeliveryError carries no secret
+                log.warning("tasklens: incident %s changed, but its message on %r could not be updated: %s",
+                            incident_id, channel, exc)
+    except Exception:
+        log.warning("tasklens: incident %s changed, but its Slack messages could not be updated", incident_id,
+                    exc_info=True)
+    return updated
+
+
+def _slack_target(channel: str) -> SlackChannel | None:
+    cfg = channel_config_from_ruleset(channel)
+    if (cfg.type if cfg is not None else channel) != "slack":
+        return None
+    target = build_channel(channel, "slack", cfg.options if cfg is not None else {})
+    return target if isinstance(target, SlackChannel) else None
+
+
 def _redraw(store: Store, row: dict[str, Any], channel: str, message: PostedMessage,
             timeout: float, base_url: str | None) -> int:
-    cfg = channel_config_from_ruleset(channel)
-    channel_type = cfg.type if cfg is not None else channel
-    if channel_type != "slack":
-        return 0
-    target = build_channel(channel, "slack", cfg.options if cfg is not None else {})
-    if not isinstance(target, SlackChannel):
+    target = _slack_target(channel)
+    if target is None:
         return 0
     snapshot = store.snapshots([row["id"]], base_url=base_url).get(row["id"])
     if snapshot is None:

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tasklens import config
+from tasklens import config, incident_store
 from tasklens.dispatch import Dispatcher, DispatcherSettings
 from tasklens.store import Store
 from tasklens.ui import incident_webhooks
 from tests.channel_servers import SlackApiServer
+from tests.unit.tasklens.test_incidents import db_down, record
 from tests.unit.tasklens.ui.test_app import auth_manager, bearer, client, seed, store  # noqa: F401 - fixtures
 
 
@@ -90,3 +91,19 @@ def test_a_deleted_message_is_left_alone(
     del slack_api.messages[ts]
     assert client.post(f"/tasklens/api/alerts/{alert_id}/ack", json={}, headers=bearer("admin")).status_code == 200
     assert store.get_alert(alert_id)["status"] == "acknowledged" and slack_api.messages == {}
+
+
+def test_an_incident_acknowledged_in_the_incidents_view_says_so_in_its_slack_message(
+    client: TestClient, store: Store, slack_api: SlackApiServer  # noqa: F811 - the fixtures
+) -> None:
+    """The incident's one Slack message is redrawn with who acknowledged it (still listing its members); nothing is
+    posted."""
+    record(store, db_down("dag_a", "load"), db_down("dag_b", "load"))
+    Dispatcher(store, settings=DispatcherSettings(backoff_jitter_s=0.0), base_url="http://airflow").drain()
+    (ts,) = slack_api.messages
+    (incident,) = incident_store.list_incidents(store)
+    answer = client.post(f"/tasklens/api/incidents/{incident.id}/ack", json={}, headers=bearer("admin"))
+    assert answer.status_code == 200
+    text = str(slack_api.messages[ts])
+    assert "Acknowledged by admin." in text and "2 tasks in 2 DAGs" in text
+    assert "dag_a.load" in text and "dag_b.load" in text and list(slack_api.messages) == [ts]
