@@ -1,5 +1,8 @@
 """Slack through ``apache-airflow-providers-slack``: ``SlackWebhookHook`` for ``slackwebhook`` connections,
-``SlackHook`` (``chat_postMessage``) for ``slack`` bot-token connections.
+``SlackHook`` (``chat_postMessage``, and ``chat_update`` for a notification that replaces an earlier message: a
+resolve, an incident's later members, a status change made elsewhere) for ``slack`` bot-token connections. A bot
+token's send returns where Slack put the message (:class:`~tasklens.alerts.PostedMessage`: channel id and ``ts``);
+a message that can no longer be updated (deleted, too old) is posted anew, nothing is lost.
 
 slack_sdk's own retry handlers are turned off (``retry_handlers=[]``): the dispatcher owns retries, backoff and
 ``Retry-After``, so a channel makes exactly one HTTP request per :meth:`SlackChannel.send`.

@@ -5,6 +5,7 @@ local Slack Web API (tests/channel_servers.py ``SlackApiServer``)."""
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 
 import pytest
 
@@ -134,3 +135,16 @@ def test_a_digests_message_is_not_replaced_by_one_of_its_alerts(store, clock, sl
     store.resolve(first, by="someone")
     dispatcher.drain()
     assert calls(slack_api, "chat.update") == 0 and calls(slack_api, "chat.postMessage") == 2
+
+
+def test_where_a_message_went_is_pruned_with_its_alert(store, clock, slack_api):
+    """retention_days removes a resolved alert and, with it (ON DELETE CASCADE), where its message went."""
+    dispatcher = bot_dispatcher(store, clock)
+    (alert_id,) = record(store, failure("ml", "train", "KeyError", "'customer_id'", "code"))
+    dispatcher.drain()
+    assert len(posted_messages.messages_showing_only(store, alert_id)) == 1
+    store.resolve(alert_id, by="someone")
+    dispatcher.drain()
+    clock.advance(3 * 86400)
+    assert store.prune(older_than=timedelta(days=1)) > 0
+    assert store.get_alert(alert_id) is None and posted_messages.messages_showing_only(store, alert_id) == []
