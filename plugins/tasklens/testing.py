@@ -173,7 +173,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if reply.body is not None:
             payload = reply.body
         elif reply.status == 200:
-            payload = json.dumps({"ok": True, "ts": f"{time.time():.6f}"}) if api else "ok"
+            channel = body.get("channel") if isinstance(body, dict) else None
+            answer = {"ok": True, "channel": channel, "ts": f"{time.time():.6f}"}
+            payload = json.dumps(answer) if api else "ok"
         elif reply.status == 429:
             payload = json.dumps({"ok": False, "error": "ratelimited"}) if api else "rate_limited"
         else:
