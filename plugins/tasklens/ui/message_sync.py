@@ -6,13 +6,14 @@ replaces the message (``tasklens.dispatch``).
 
 Only messages that show the alert alone are redrawn (a digest or an incident's message speaks for other alerts
 too). The update runs in the request that made the change, bounded: at most :data:`MAX_MESSAGES` messages, each
-within ``[tasklens] http_timeout_s`` (at most 5 s). It never raises: the change stands, a message that could not be
-updated is logged.
+within ``[tasklens] http_timeout_s`` (at most 5 s), all within :data:`TOTAL_BUDGET_S`. It never raises: the change
+stands, a message that could not be updated is logged.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,13 +26,20 @@ from tasklens.i18n import localizer
 from tasklens.messages import escape_mrkdwn
 from tasklens.store import Store
 
-__all__ = ["MAX_MESSAGES", "follow_incident", "follow_status", "status_line"]
+__all__ = ["MAX_MESSAGES", "TOTAL_BUDGET_S", "follow_incident", "follow_status", "status_line"]
 
 log = logging.getLogger(__name__)
 
 #: Messages one action redraws at most (an incident's acknowledgement touches every member).
 MAX_MESSAGES = 20
+#: Seconds one action may spend redrawing messages in all: the person who clicked is waiting for the page.
+TOTAL_BUDGET_S = 10.0
 _TIMEOUT_CAP_S = 5.0
+
+
+def _time_left(deadline: float, timeout: float) -> float:
+    """The timeout of the next Slack call: ``timeout``, or what is left of the action's budget (0: stop)."""
+    return max(0.0, min(timeout, deadline - time.monotonic()))
 
 
 def status_line(row: dict[str, Any], locale: str | None = None, timezone: str | None = None) -> str | None:
@@ -63,6 +71,7 @@ def follow_status(store: Store, alert_ids: Iterable[int]) -> int:
     updated. Never raises."""
     updated = budget = 0
     timeout = min(config.http_timeout_s(), _TIMEOUT_CAP_S)
+    deadline = time.monotonic() + TOTAL_BUDGET_S
     try:
         base_url = config.base_url()
     except Exception:
@@ -73,10 +82,11 @@ def follow_status(store: Store, alert_ids: Iterable[int]) -> int:
             if row is None or row["status"] not in (Status.ACKNOWLEDGED.value, Status.MUTED.value):
                 continue
             for channel, message in posted_messages.messages_showing_only(store, alert_id):
-                if budget >= MAX_MESSAGES:
+                left = _time_left(deadline, timeout)
+                if budget >= MAX_MESSAGES or left <= 0:
                     return updated
                 budget += 1
-                updated += _redraw(store, row, channel, message, timeout, base_url)
+                updated += _redraw(store, row, channel, message, left, base_url)
         except Exception:
             log.warning("tasklens: alert %s changed, but its Slack messages could not be updated", alert_id,
                         exc_info=True)
@@ -87,6 +97,7 @@ def follow_incident(store: Store, incident_id: int) -> int:
     """Redraw the incident's Slack messages (the members it lists, its counts, who acknowledged it); returns how
     many were updated. Never raises."""
     updated = 0
+    deadline = time.monotonic() + TOTAL_BUDGET_S
     try:
         found = incident_store.get_incident(store, incident_id, member_limit=1)
         if found is None:
@@ -105,6 +116,9 @@ def follow_incident(store: Store, incident_id: int) -> int:
             if not (isinstance(sent, dict) and sent.get("ts") and sent.get("channel")) or not items:
                 continue
             target = _slack_target(channel)
+            left = _time_left(deadline, timeout)
+            if left <= 0:
+                break
             if target is None:
                 continue
             locale, zone = message_language_from_ruleset(_route_of(first or {}, channel), channel)
@@ -112,7 +126,7 @@ def follow_incident(store: Store, incident_id: int) -> int:
                                         incident=incident.view(incident.members - len(items)))
             try:
                 updated += target.update(notification, PostedMessage(str(sent["channel"]), str(sent["ts"])),
-                                         timeout_s=timeout)
+                                         timeout_s=left)
             except Exception as exc:  # DeliveryError carries no secret
                 log.warning("tasklens: incident %s changed, but its message on %r could not be updated: %s",
                             incident_id, channel, exc)

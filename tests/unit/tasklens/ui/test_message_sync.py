@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from tasklens import config, incident_store
 from tasklens.dispatch import Dispatcher, DispatcherSettings
 from tasklens.store import Store
-from tasklens.ui import incident_webhooks
+from tasklens.ui import incident_webhooks, message_sync
 from tests.channel_servers import SlackApiServer
 from tests.unit.tasklens.test_incidents import db_down, record
 from tests.unit.tasklens.ui.test_app import auth_manager, bearer, client, seed, store  # noqa: F401 - fixtures
@@ -107,3 +107,15 @@ def test_an_incident_acknowledged_in_the_incidents_view_says_so_in_its_slack_mes
     text = str(slack_api.messages[ts])
     assert "Acknowledged by admin." in text and "2 tasks in 2 DAGs" in text
     assert "dag_a.load" in text and "dag_b.load" in text and list(slack_api.messages) == [ts]
+
+
+def test_redrawing_stops_when_the_action_s_time_budget_is_spent(
+    client: TestClient, store: Store, slack_api: SlackApiServer, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """The person who clicked waits for the redraws: once TOTAL_BUDGET_S is spent (here: none at all) no further
+    message is redrawn, and the acknowledgement still stands."""
+    monkeypatch.setattr(message_sync, "TOTAL_BUDGET_S", 0.0)
+    alert_id, ts = posted(store, slack_api)
+    assert client.post(f"/tasklens/api/alerts/{alert_id}/ack", json={}, headers=bearer("admin")).status_code == 200
+    assert store.get_alert(alert_id)["status"] == "acknowledged"
+    assert buttons(slack_api.messages[ts]) == ["tasklens-ack", "tasklens-mute-1h", "tasklens-resolve"]
