@@ -102,11 +102,12 @@ def test_a_task_running_past_its_history_alerts_while_it_runs_and_resolves_when_
     (resolved,) = wait_until(lambda: [a for a in _alerts(stack, dag_id) if a["status"] == "resolved"], 60,
                              "the running-long alert was not resolved")
     assert resolved["resolved_by"].startswith("task_overrun: finished after 3")
-    wait_until(lambda: any("Resolved" in t and dag_id in t for t in slack.texts()), 30, "no resolve notice")
+    # The resolve notice says how the attempt ended (overrun_resolve.j2), not just "is resolved".
+    wait_until(lambda: any(f"{dag_id}.train finished after 3" in t for t in slack.texts()), 30, "no resolve notice")
     assert len(_alerts(stack, dag_id)) == 1
 
 
-def test_a_slow_run_is_forecast_to_miss_its_deadline_before_it_and_resolves_when_it_makes_it(stack):
+def test_a_slow_run_is_forecast_to_miss_its_deadline_before_it_and_resolves_when_it_makes_it(stack, slack):
     """History: prep ~0 s then work 20 s. Now prep runs 40 s: past ~28 s the p90 forecast (prep's overrun + work's
     20 s) passes the 60 s deadline, alerted while the run is in flight and before the deadline; work takes 1 s this
     time, so the run makes it and the alert resolves saying so."""
@@ -131,6 +132,8 @@ def test_a_slow_run_is_forecast_to_miss_its_deadline_before_it_and_resolves_when
         "the deadline alert was not resolved")
     assert resolved["resolved_by"].startswith("deadline:tl_deadline: finished ")
     assert resolved["resolved_by"].endswith("before its deadline")
+    wait_until(lambda: any(f"{run_id}` made its deadline (1m after the run start): it finished at " in t
+                           for t in slack.texts()), 30, "no deadline resolve notice saying the run made it")
 
 
 def test_a_scheduled_run_blocked_by_a_full_pool_alerts_late_and_resolves_once_it_starts(stack):
@@ -145,4 +148,8 @@ def test_a_scheduled_run_blocked_by_a_full_pool_alerts_late_and_resolves_once_it
     (resolved,) = wait_until(
         lambda: [a for a in _alerts(stack, dag_id) if a["kind"] == "late" and a["status"] == "resolved"], 120,
         "the late alert was not resolved")
-    assert resolved["resolved_by"] == "dag_late: no run is late any more (it started)"
+    # It says when the run started (late_resolve.j2), resolved_by too.
+    assert resolved["resolved_by"].startswith(f"dag_late: run {alert['run_id']} started at ")
+    assert resolved["resolved_by"].endswith(" after it was due")
+    wait_until(lambda: any(f"{alert['run_id']}` started at " in t for t in slack.texts()), 30,
+               "no late-run resolve notice saying when it started")
