@@ -207,7 +207,10 @@ class DeadlineChecks:
             summary = f"now forecast to make {when} with {format_duration(-late)} to spare ({p}); critical path: {path}"
         data = {"due_at": due.isoformat(), "forecast_finish_at": finish.isoformat(), "late_by_s": round(late, 1),
                 "quantile": deadline.quantile, "critical_path": list(forecast.critical_path),
-                "median_finish_at": (now + timedelta(seconds=forecast.median_s)).isoformat()}
+                "median_finish_at": (now + timedelta(seconds=forecast.median_s)).isoformat(),
+                # A later forecast is only made when it moved by update_after_move: sent at once, not held to
+                # the route's repeat_interval.
+                "notify_update": sequence > 1}
         return self._alert(deadline, run, "forecast", summary, data, sequence, now)
 
     def _missed(self, deadline: Deadline, run: Any, due: datetime, now: datetime) -> Alert:

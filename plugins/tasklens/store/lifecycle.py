@@ -236,8 +236,11 @@ class AlertLifecycle(StoreEngine):
             elif status == Status.OPEN.value:
                 known = deliveries or tuple(delivery_from_json(r) for r in existing["routes"] or ())
                 last = existing["last_notified_at"]
+                # An update that changed what the alert says (a deadline forecast that moved a lot) goes out now.
+                update = alert.data.get("notify_update") is True
                 queue = tuple(
-                    d for d in known if last is None or (now - last).total_seconds() >= d.repeat_interval_s
+                    d for d in known
+                    if update or last is None or (now - last).total_seconds() >= d.repeat_interval_s
                 )
             if queue:
                 updates["last_notified_at"] = now

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tasklens.alerts import Notification
+from tasklens.alerts import Delivery, Notification
 from tasklens.deadlines import Deadline
 from tasklens.foresight import deadlines as deadline_checks
 from tasklens.foresight import lateness, queries
@@ -144,3 +144,29 @@ def test_a_late_run_resolve_says_when_it_started(store, monkeypatch):
     text = _resolve_notice(store, dag_id="nightly")
     assert text["body"] == "Run scheduled__1 started at 2026-11-27T06:42:00+00:00, 42m after it was due."
     assert store.list_alerts(limit=5)[0]["resolved_by"] == f"dag_late: {outcome}"
+
+
+def test_a_forecast_that_moves_a_lot_is_sent_at_once_not_at_the_repeat_interval(store, monkeypatch):
+    """A run forecast to miss by 25m: the alert goes out. A pass later the forecast moved 2 min: nothing new. Then
+    it moved 20 min (past update_after_move, 10m): the update is queued to the channel at once, although the
+    route's repeat_interval (1h) has not passed."""
+    run = _run("manual__a", NOW)
+    checks = deadline_checks.DeadlineChecks()
+    due = NOW + timedelta(hours=1)
+    finish = [due + timedelta(minutes=25)]
+    monkeypatch.setattr(queries, "runs_in_flight", lambda session: [run])
+    monkeypatch.setattr(checks, "_forecast", lambda session, deadline, run, history, now: deadline_checks.Forecast(
+        finish_s=(finish[0] - now).total_seconds(), median_s=0.0, critical_path=("train",)))
+    to_slack = Delivery(route="all", channel="slack", channel_type="slack", group_key="run", repeat_interval_s=3600)
+
+    def one_pass(at: datetime) -> list[int]:
+        alerts = checks.run(None, [DEADLINE], _open_rows(store), None, at).alerts
+        return store.record([(alert, (to_slack,)) for alert in alerts]).queued_delivery_ids if alerts else []
+
+    assert len(one_pass(NOW + timedelta(minutes=10))) == 1
+    finish[0] += timedelta(minutes=2)
+    assert one_pass(NOW + timedelta(minutes=11)) == []
+    finish[0] += timedelta(minutes=18)
+    assert len(one_pass(NOW + timedelta(minutes=12))) == 1
+    (row,) = [a for a in store.list_alerts(limit=5) if a["status"] == "open"]
+    assert row["summary"].startswith("forecast to miss 1h after the run start by ~45m") and row["occurrences"] == 2
