@@ -58,6 +58,7 @@ SLOW_DAYS = 10
 STEP_S = 60.0
 LAYERS, WIDTH = 5, 4
 DEADLINE_FACTOR = 1.3
+NEAR_MISS = 0.9  # a slowed day that made it with less than 10 % of the deadline to spare
 AVERAGE_RUNTIME_RUNS = 10  # DeadlineReference.AVERAGE_RUNTIME's default max_runs
 TUNING_SEEDS = (1, 2, 3, 4)
 REPORTED_SEEDS = (11, 12, 13, 14, 15)
@@ -251,7 +252,7 @@ def replay(scenario: Scenario) -> dict[str, float]:
             writer.write(session, day, None)
     interval = None
     truth, ours, airflows, leads, airflow_leads, best_leads = [], [], [], [], [], []
-    false_alarms = airflow_false_alarms = 0
+    false_alarms = airflow_false_alarms = false_warnings = near_misses = 0
     for day in range(WARMUP, DAYS):
         length = scenario.lengths[day]
         start = FIRST_DAY + timedelta(days=day)
@@ -290,6 +291,9 @@ def replay(scenario: Scenario) -> dict[str, float]:
         if day not in scenario.slow_days:
             false_alarms += warned_at is not None
             airflow_false_alarms += airflow_fired
+        elif warned_at is not None and not missed:
+            false_warnings += 1
+            near_misses += length >= NEAR_MISS * scenario.deadline_s
 
     def precision_recall(predicted: list[bool]) -> tuple[float, float]:
         tp = sum(p and m for p, m in zip(predicted, truth, strict=True))
@@ -310,6 +314,8 @@ def replay(scenario: Scenario) -> dict[str, float]:
         "forecast median lead time min": lead / 60,
         "forecast median lead time share of usual run": lead / scenario.usual_length,
         "forecast false alarms on normal days": false_alarms,
+        "forecast false warnings on slowed days": false_warnings,
+        "forecast false warnings on slowed days that ended within 10 % of the deadline": near_misses,
         "best possible median lead time share of usual run":
             (statistics.median(best_leads) if best_leads else 0.0) / scenario.usual_length,
         "airflow average_runtime precision": airflow_precision,
