@@ -2,14 +2,18 @@
 
 Replays a realistic outage: 40 tasks in 12 DAGs fail with the same database error within 8 minutes, 60 tasks end
 ``upstream_failed`` (Airflow runs no callback and no listener for them: none of the variants messages them), and 3
-unrelated failures happen in the same window; then every failed task succeeds on a rerun. Three variants, same run,
-same local Slack server:
+unrelated failures happen in the same window; then every failed task succeeds on a rerun. Four variants, same run,
+local Slack servers:
 
 - **notifier**: Airflow's own ``SlackWebhookNotifier`` on every failed task (``notify()``, one post each);
 - **digests**: tasklens without correlation (``incident_window_s = 0``): the real alert stage writes the store, the
   real dispatcher sends through ``SlackWebhookHook`` (digests per DAG run, resolve notices);
 - **incidents**: the same with incidents on (one message per incident, later members as updates at most once a
-  minute, one resolve), and again with ``incident_update_interval_s = 600``.
+  minute, one resolve), and again with ``incident_update_interval_s = 600``;
+- **incidents, bot token**: incidents through a ``slack`` bot-token connection to a local Slack Web API
+  (tests/channel_servers.py ``SlackApiServer``): new messages (``chat.postMessage``) and in-place updates
+  (``chat.update``: the incident's later members and resolve, the unrelated alerts' resolves) counted apart; the
+  failures named are those of the messages as they read at the end.
 
 Time is a fake clock for the store and the dispatcher (8 minutes replay in seconds); the posts are real HTTP.
 For each variant: messages sent and how many of the 40 root failures the messages name (a task named in any
@@ -20,18 +24,23 @@ hosts, ids, paths and times differ within a cause), correlated by the store; pai
 incident" against "same cause".
 
     python benchmarks/incident.py
+
+Ends with ``name: value`` lines: each variant's new messages and the bot token's updates.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import random
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 HOME = Path(tempfile.mkdtemp(prefix="tasklens-bench-incident-"))
@@ -94,9 +103,32 @@ def notifier_variant(sink: object, failures: list[tuple[float, str, str, str, st
 
 def tasklens_variant(sink: object, failures: list[tuple[float, str, str, str, str]], *, window_s: float,
                      name: str, update_s: float = 60.0) -> list[str]:
+    """The real alert stage and dispatcher on a fresh store, replayed on a fake clock, through the webhook."""
+    before = len(sink.messages)  # type: ignore[attr-defined]
+    replay(failures, window_s=window_s, name=name, update_s=update_s)
+    return sink.texts()[before:]  # type: ignore[attr-defined]
+
+
+def bot_variant(api: object, failures: list[tuple[float, str, str, str, str]]) -> tuple[int, int, list[str]]:
+    """Incidents through a bot-token connection: (chat.postMessage calls, chat.update calls, the channel's messages
+    as they read at the end)."""
+    from tasklens.dispatch import ChannelConfig
+
+    os.environ["AIRFLOW_CONN_TASKLENS_SLACK_BOT"] = api.conn_json()  # type: ignore[attr-defined]
+    bot = ChannelConfig(type="slack", options={"conn_id": "tasklens_slack_bot", "channel": "#alerts"})
+    before = len(api.requests)  # type: ignore[attr-defined]
+    replay(failures, window_s=900, name="incidents-bot", update_s=60.0,
+           channel_config=lambda channel: bot if channel == "slack" else None)
+    methods = [path.rsplit("/", 1)[-1] for path, *_ in api.requests[before:]]  # type: ignore[attr-defined]
+    final = [json.dumps(m, ensure_ascii=False) for m in api.messages.values()]  # type: ignore[attr-defined]
+    return methods.count("chat.postMessage"), methods.count("chat.update"), final
+
+
+def replay(failures: list[tuple[float, str, str, str, str]], *, window_s: float, name: str, update_s: float,
+           channel_config: Callable[[str], Any] | None = None) -> None:
     """The real alert stage and dispatcher on a fresh store, replayed on a fake clock."""
     from tasklens import config, pipeline
-    from tasklens.dispatch import Dispatcher, DispatcherSettings
+    from tasklens.dispatch import Dispatcher, DispatcherSettings, channel_config_from_ruleset
     from tasklens.events import TaskEvent
     from tasklens.store import get_store, reset_stores
 
@@ -109,8 +141,8 @@ def tasklens_variant(sink: object, failures: list[tuple[float, str, str, str, st
     store = get_store(migrate=True)
     store.clock = clock
     dispatcher = Dispatcher(store, settings=DispatcherSettings(backoff_jitter_s=0.0), clock=clock,
-                            sleep=clock.advance, base_url="http://airflow.example")
-    before = len(sink.messages)  # type: ignore[attr-defined]
+                            sleep=clock.advance, base_url="http://airflow.example",
+                            channel_config=channel_config or channel_config_from_ruleset)
     for at, dag, task, exc, msg in failures:
         while clock.now < START + timedelta(seconds=at):  # the api-server's dispatcher runs every second
             dispatcher.run_once()
@@ -129,7 +161,6 @@ def tasklens_variant(sink: object, failures: list[tuple[float, str, str, str, st
     clock.advance(5)
     dispatcher.drain()
     reset_stores()
-    return sink.texts()[before:]  # type: ignore[attr-defined]
 
 
 CAUSES = [
@@ -191,6 +222,7 @@ def grouping(failures_per_cause: int = 24, seed: int = 7) -> tuple[float, float,
 
 def main() -> None:
     from tasklens.testing import SlackSink
+    from tests.channel_servers import SlackApiServer
 
     failures = outage()
     roots = [f for f in failures if f[3] == "OperationalError"]
@@ -203,6 +235,9 @@ def main() -> None:
         results["incidents"] = tasklens_variant(sink, failures, window_s=900, name="incidents")
         results["incidents, 10-min updates"] = tasklens_variant(sink, failures, window_s=900, update_s=600,
                                                                 name="incidents-600")
+    with SlackApiServer() as api:
+        posts, updates, final = bot_variant(api, failures)
+    results["incidents, bot token"] = final
     for name, texts in results.items():
         named = _named(texts, roots)
         incident_texts = [t for t in texts if re.search(r"\d+ tasks in \d+ DAGs", t)]
@@ -212,8 +247,14 @@ def main() -> None:
     precision, recall, incidents, count = grouping()
     print(f"# grouping: {count} failures of {len(CAUSES)} causes -> {incidents} incidents; "
           f"pairwise precision {precision:.3f}, recall {recall:.3f}")
+    print(f"# incidents, bot token: {posts} chat.postMessage (new messages), {updates} chat.update (the incident's "
+          "later members and resolve, the unrelated alerts' resolves)")
     print(f"incident: {len(results['notifier'])} notifier messages -> {len(results['incidents'])} messages "
           f"({len(results['notifier']) / max(1, len(results['incidents'])):.1f}x fewer)")
+    counts = {name: len(texts) for name, texts in results.items()} | {"incidents, bot token": posts}
+    for name, count in counts.items():
+        print(f"{re.sub(r'[^a-z0-9]+', '_', name)}_messages: {count}")
+    print(f"incidents_bot_token_updates: {updates}")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
     python scripts/update_catalogues.py
 
 extracts every ``_("...")``/``ngettext(...)`` of ``plugins/tasklens/templates/*.j2`` and every ``tr.gettext``/
-``gettext_noop`` of ``messages.py`` and ``channels/slack.py`` (Babel's extractors; another module with words: add it
-to ``_PYTHON_SOURCES``) into ``locale/messages.pot``, then merges
+``gettext_noop`` of ``messages.py``, ``channels/slack.py`` and ``ui/message_sync.py`` (Babel's extractors; another
+module with words: add it to ``_PYTHON_SOURCES``) into ``locale/messages.pot``, then merges
 it into each ``locale/<locale>.po``: new strings arrive untranslated (``tests/unit/tasklens/test_i18n.py`` fails until
 each is translated), strings no template uses any more are dropped, translations are kept. Files are sorted and
 carry no line numbers, so edits elsewhere in a template never touch them.
@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "plugins" / "tasklens"
 LOCALE_DIR = PACKAGE / "locale"
 TEMPLATE = LOCALE_DIR / "messages.pot"
 #: Python modules with words in messages (``tr.gettext("...")``, ``gettext_noop("...")``).
-_PYTHON_SOURCES = ("messages.py", "channels/slack.py")
+_PYTHON_SOURCES = ("messages.py", "channels/slack.py", "ui/message_sync.py")
 _JINJA_OPTIONS = {"extensions": "jinja2.ext.i18n", "trim_blocks": "true", "lstrip_blocks": "true"}
 _KEYWORDS = {**DEFAULT_KEYWORDS, "gettext_noop": None, "ngettext_noop": (1, 2)}
 

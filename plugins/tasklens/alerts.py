@@ -9,7 +9,10 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["Alert", "AlertKind", "AlertSnapshot", "Delivery", "Notification", "Severity", "Status", "fingerprint"]
+__all__ = [
+    "Alert", "AlertKind", "AlertSnapshot", "Delivery", "Notification", "PostedMessage", "Severity", "Status",
+    "fingerprint",
+]
 
 
 class Severity(str, enum.Enum):
@@ -116,6 +119,14 @@ class AlertSnapshot:
 
 
 @dataclasses.dataclass(frozen=True)
+class PostedMessage:
+    """Where a channel put a message it can change later: Slack's channel id and message ``ts`` (bot tokens)."""
+
+    channel: str
+    ts: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Notification:
     """One message to one channel. ``digest`` groups several alerts of one DAG run (group_wait)."""
 
@@ -133,3 +144,6 @@ class Notification:
     incident: Mapping[str, Any] | None = None
     #: The channel's own id of an earlier message to reply under (a Slack thread's ``ts``).
     thread: str | None = None
+    #: An earlier message to replace with this one (Slack ``chat.update``); a channel that cannot, or finds it
+    #: gone, posts a new message instead.
+    replace: PostedMessage | None = None

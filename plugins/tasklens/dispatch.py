@@ -45,8 +45,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from tasklens import cascades, config
-from tasklens.alerts import AlertSnapshot, Notification
+from tasklens import cascades, config, posted_messages
+from tasklens.alerts import AlertSnapshot, Notification, PostedMessage
 from tasklens.background import BackgroundLoop
 from tasklens.channels import build_channel
 from tasklens.channels import channel_type as registered
@@ -377,8 +377,12 @@ class Dispatcher:
             report.deferred += len(result.marked)
             return
         timeout = self._timeout_s()
+        # An earlier message these notices may replace (Slack bot tokens): the incident's, or the alert's own.
+        redraw = self.incidents.redraw(channel, members, self.settings.digest_max_items)
+        replace = redraw[0] if redraw else self._own_message(channel, kind, members)
         try:
-            snapshots = self.store.snapshots([m.alert_id for m in members], base_url=self._base_url())
+            snapshots = self.store.snapshots([m.alert_id for m in members] + (redraw[1] if redraw else []),
+                                             base_url=self._base_url())
             target = self.channel_factory(channel, cfg.type or channel_type, cfg.options)
             # Right before the send: the lease must outlast it, and rows another dispatcher took are not ours to send.
             owned = set(self.store.renew(ids, token=token, lease_s=self.settings.lease_s + timeout))
@@ -391,6 +395,8 @@ class Dispatcher:
             items = tuple(snapshots[m.alert_id] for m in members if m.alert_id in snapshots)
             # One alert stored twice in a group (a repeat next to the alert) is shown once.
             unique = tuple({item.id: item for item in items}.values())
+            if redraw:  # the replaced message lists the incident's first members, not just the new ones
+                unique = tuple(snapshots[i] for i in redraw[1] if i in snapshots) or unique
             if self.attribute_cascades is not None and kind == "alert":
                 attribution = self.attribute_cascades(unique)
                 waited_s = (now - min(m.created_at for m in members)).total_seconds()
@@ -402,13 +408,13 @@ class Dispatcher:
                 unique = attribution.items
             message_kind = "digest" if kind == "alert" and len(unique) > 1 else kind
             incident = self.incidents.message_fields(channel, members, min(len(unique), self.settings.digest_max_items),
-                                                     len(unique))
+                                                     len(unique), redrawn=redraw is not None)
             if incident:
                 unique = unique[: self.settings.digest_max_items]  # the rest are counted ("and 3,912 more")
             locale, zone = self.message_language(members[0].route, channel)  # one group = one route
             notification = Notification(
                 kind=message_kind, channel=channel, items=unique, idempotency_key=idempotency_key(members),
-                locale=locale, timezone=zone, **incident,
+                locale=locale, timezone=zone, replace=replace, **incident,
             )
             receipt = target.send(notification, timeout_s=timeout)
         except DeliveryError as exc:
@@ -421,9 +427,28 @@ class Dispatcher:
         result = self.store.mark_sent(ids, token=token, now=self.clock())
         self._lost(channel, result, "marked as sent", report)
         self.incidents.sent(channel, members, receipt)
+        if isinstance(receipt, PostedMessage) and kind != "resolve":
+            self._remember(channel, [item.id for item in unique], receipt)
         self.last_error_by_channel.pop(channel, None)
         report.messages_sent += 1
         report.deliveries_sent += len(ids)
+
+    def _own_message(self, channel: str, kind: str, members: Sequence[ClaimedDelivery]) -> PostedMessage | None:
+        """The message showing exactly the alerts a resolve notice is about, to update it in place (Slack bot
+        tokens; None: post the notice)."""
+        if kind != "resolve" or self.incidents.group_key(members[0]):
+            return None
+        try:
+            return posted_messages.message_for(self.store, channel, [m.alert_id for m in members])
+        except Exception:
+            log.warning("tasklens: could not look up the message to update on %r; posting", channel, exc_info=True)
+            return None
+
+    def _remember(self, channel: str, alert_ids: list[int], message: PostedMessage) -> None:
+        try:
+            posted_messages.remember(self.store, channel, alert_ids, message, at=self.clock())
+        except Exception:  # the message went out; only a later in-place update is lost (it posts instead)
+            log.warning("tasklens: could not remember where the message to %r went", channel, exc_info=True)
 
     def _failed(
         self, channel: str, members: list[ClaimedDelivery], error: DeliveryError, report: DispatchReport

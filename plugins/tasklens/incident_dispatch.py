@@ -1,5 +1,11 @@
-"""What the dispatcher does with incidents: one message per incident and channel, later members as short updates
-(in the first message's Slack thread with a bot-token connection), one resolve notice when every member resolved.
+"""What the dispatcher does with incidents: one message per incident and channel, later members as updates, one
+resolve when every member resolved.
+
+With a Slack bot-token connection the incident has one message per channel and everything after it changes that
+message in place (``chat.update``: member count, DAGs, first/latest, the first members listed and "and N more", then
+its resolved state); its first message even takes over the message a member already got on its own. Channels that
+cannot update (incoming webhooks, email) get short follow-ups, at most one per ``incident_update_interval_s``, and
+one resolve notice.
 
 The dispatcher calls :meth:`IncidentDispatch.prepare` with what it claimed, groups deliveries by
 :meth:`IncidentDispatch.group_key` instead of their route's key when they belong to an incident, and asks for the
@@ -14,8 +20,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from tasklens import config, incident_store, metrics
+from tasklens import config, incident_store, metrics, posted_messages
 from tasklens._once import WarnOnce
+from tasklens.alerts import PostedMessage
 from tasklens.incident_store import Incident
 from tasklens.store import ClaimedDelivery, Store
 
@@ -102,14 +109,41 @@ class IncidentDispatch:
             self._guard("resolve", exc)
         return members, []
 
+    def redraw(self, channel: str, members: Sequence[ClaimedDelivery],
+               limit: int) -> tuple[PostedMessage, list[int]] | None:
+        """For an incident's message to ``channel`` that can replace an earlier one (a bot-token Slack message of
+        the incident, or of a member alone before the incident spanned two DAGs): that message and the first
+        ``limit`` member alert ids to list. None: post (or follow up) as usual."""
+        incident = self._incident(members)
+        if incident is None:
+            return None
+        try:
+            previous: Mapping[str, Any] = incident.messages.get(channel) or {}
+            if previous.get("ts") and previous.get("channel"):
+                message: PostedMessage | None = PostedMessage(str(previous["channel"]), str(previous["ts"]))
+            elif previous or members[0].kind != "alert":
+                return None
+            else:
+                message = posted_messages.message_among(
+                    self.store, channel, incident_store.member_alert_ids(self.store, incident.id))
+            if message is None:
+                return None
+            return message, incident_store.member_alert_ids(self.store, incident.id, limit=limit)
+        except Exception as exc:
+            self._guard("redraw", exc)
+            return None
+
     def message_fields(self, channel: str, members: Sequence[ClaimedDelivery], listed: int,
-                       new: int) -> dict[str, Any]:
+                       new: int, *, redrawn: bool = False) -> dict[str, Any]:
         """``incident`` and ``thread`` of the :class:`~tasklens.alerts.Notification` for ``members`` (empty for a
         message that is not an incident's, or an incident of one failure so far). The message lists ``listed`` of
-        the ``new`` member alerts it carries."""
+        the ``new`` member alerts it carries; ``redrawn``: it replaces the incident's message, listing its first
+        members and counting the rest."""
         incident = self._incident(members)
         if incident is None:
             return {}
+        if redrawn:
+            return {"incident": incident.view(incident.members - listed)}
         previous: Mapping[str, Any] = incident.messages.get(channel) or {}
         thread = previous.get("ts")
         if members[0].kind == "resolve":
@@ -119,12 +153,13 @@ class IncidentDispatch:
         return {"incident": incident.view(unlisted, update=update), "thread": thread}
 
     def sent(self, channel: str, members: Sequence[ClaimedDelivery], receipt: Any) -> None:
-        """Remember the message (and the Slack ``ts`` the channel returned, to reply under it later)."""
+        """Remember the message (and where Slack put it, to update it later)."""
         incident = self._incident(members)
         if incident is None or members[0].kind != "alert":
             return
         try:
             incident_store.note_sent(self.store, incident.id, channel, members=incident.members,
-                                     at=self.store.clock(), thread_ts=receipt if isinstance(receipt, str) else None)
+                                     at=self.store.clock(),
+                                     message=receipt if isinstance(receipt, PostedMessage) else None)
         except Exception as exc:
             self._guard("note", exc)

@@ -16,8 +16,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tasklens.alerts import Status
-from tasklens.incidents import Correlation, correlation_of, headline, title_of
+from tasklens.alerts import PostedMessage, Status
+from tasklens.incidents import Correlation, correlation_of, headline, title_of, unreachable_parts
 from tasklens.store import Store, alerts_table, leases_table, metadata
 from tasklens.store.engine import _insert_or_skip
 from tasklens.store.schema import UTCDateTime
@@ -32,6 +32,7 @@ __all__ = [
     "incidents_table",
     "list_incidents",
     "mark_resolved",
+    "member_alert_ids",
     "note_sent",
     "open_member_count",
     "resolve",
@@ -54,7 +55,8 @@ incidents_table = sa.Table(
     sa.Column("acked_by", sa.String(250), nullable=True),
     sa.Column("acked_at", UTCDateTime, nullable=True),
     sa.Column("resolved_at", UTCDateTime, nullable=True),
-    # {channel: {"ts": Slack message ts or None, "members": members when last sent, "at": ISO time}}
+    # {channel: {"ts": Slack message ts or None, "channel": Slack channel id or None, "members": members when last
+    #  sent, "at": ISO time}}
     sa.Column("messages", sa.JSON, nullable=False, default=dict),
     sa.Index(None, "status", "last_seen"),
     sa.Index(None, "signature_hash", "last_seen"),
@@ -106,7 +108,9 @@ class Incident:
 
     def view(self, unlisted: int = 0, *, update: bool = False) -> dict[str, Any]:
         """What a message shows of the incident; ``unlisted`` members are counted, not listed ("and 3,912 more")."""
+        host, cause = unreachable_parts(self.title, self.dependency, self.failure_class) or (None, None)
         return {
+            "unreachable": host, "cause": cause, "acked_by": self.acked_by,
             "id": self.id, "title": self.title, "headline": self.headline, "members": self.members,
             "dags": self.dags, "first_seen": self.first_seen.strftime("%H:%M"),
             "last_seen": self.last_seen.strftime("%H:%M"), "more": max(0, unlisted),
@@ -260,14 +264,17 @@ def incidents_of(store: Store, alert_ids: Iterable[int]) -> dict[int, Incident]:
 
 
 def note_sent(store: Store, incident_id: int, channel: str, *, members: int, at: datetime,
-              thread_ts: str | None = None) -> None:
-    """Remember that ``channel`` got a message of the incident showing ``members`` (and the Slack thread to reply
-    in: the first message's ``ts``)."""
+              message: PostedMessage | None = None) -> None:
+    """Remember that ``channel`` got a message of the incident showing ``members`` (and where Slack put it: later
+    messages update it, or reply in its thread)."""
     i = incidents_table.c
     with store.engine.begin() as conn:
         messages = dict(conn.execute(sa.select(i.messages).where(i.id == incident_id)).scalar() or {})
         previous = messages.get(channel) or {}
-        messages[channel] = {"ts": previous.get("ts") or thread_ts, "members": members, "at": at.isoformat()}
+        ts, slack_channel = previous.get("ts"), previous.get("channel")
+        if message is not None:  # the latest: a deleted message was posted anew
+            ts, slack_channel = message.ts, message.channel
+        messages[channel] = {"ts": ts, "channel": slack_channel, "members": members, "at": at.isoformat()}
         conn.execute(incidents_table.update().where(i.id == incident_id).values(messages=messages))
 
 
@@ -319,10 +326,14 @@ def get_incident(store: Store, incident_id: int, *, member_limit: int = 100,
     return _incident(row), [dict(member) for member in members]
 
 
-def member_alert_ids(store: Store, incident_id: int) -> list[int]:
+def member_alert_ids(store: Store, incident_id: int, *, limit: int | None = None) -> list[int]:
+    """The incident's member alerts, first joined first (the first ``limit`` of them)."""
     m = incident_members_table.c
+    query = sa.select(m.alert_id).where(m.incident_id == incident_id).order_by(m.id)
+    if limit is not None:
+        query = query.limit(limit)
     with store.engine.execution_options(tasklens_read_only=True).begin() as conn:
-        return list(conn.execute(sa.select(m.alert_id).where(m.incident_id == incident_id)).scalars())
+        return list(conn.execute(query).scalars())
 
 
 def acknowledge(store: Store, incident_id: int, *, by: str) -> int:

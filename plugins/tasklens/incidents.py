@@ -27,6 +27,8 @@ __all__ = [
     "error_signature",
     "external_dependency",
     "headline",
+    "title_of",
+    "unreachable_parts",
 ]
 
 #: Failure classes whose failures correlate by external dependency as well as by signature.
@@ -112,6 +114,18 @@ def headline(title: str, members: int, dags: int, first_seen: datetime, last_see
     tasks = f"{members:,} task{'s' if members != 1 else ''}"
     dag_text = f"{dags:,} DAG{'s' if dags != 1 else ''}"
     return (f"{title} — {tasks} in {dag_text}, first {first_seen:%H:%M}, latest {last_seen:%H:%M}")
+
+
+def unreachable_parts(title: str, dependency: str | None, failure_class: str | None) -> tuple[str, str] | None:
+    """``(host, error)`` of a title :func:`title_of` wrote as ``"<host> unreachable (<error>)"`` (messages put it
+    in the reader's language), else None."""
+    if failure_class != "dependency" or not dependency or ":" not in dependency:
+        return None
+    host = dependency.split(":", 1)[1]
+    prefix = f"{host} unreachable ("
+    if title.startswith(prefix) and title.endswith(")"):
+        return host, title[len(prefix) : -1]
+    return None
 
 
 def title_of(correlation: Correlation, exception_type: str | None, exception_message: str | None,

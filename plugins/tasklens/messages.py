@@ -565,29 +565,35 @@ def _alert_view(alert: Alert, tr: Localizer | None = None) -> dict[str, Any]:
         "labels": _redact(_bounded(dict(alert.labels or {}), 500)),
         "data": view_data,
         "occurred_at": safe_text(alert.occurred_at),
-        "cascade": _cascade_text(data),
+        "cascade": _cascade_text(data, tr),
     }
 
 
-def _names(values: Sequence[Any], total: int) -> str:
+def _names(values: Sequence[Any], total: int, tr: Localizer) -> str:
     """``"a, b and c"``, or ``"a, b, c and 17 more"`` when ``total`` exceeds the names given."""
     names = [safe_text(v) for v in values]
     if total > len(names):
-        return f"{', '.join(names)} and {total - len(names):,} more"
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        return tr.gettext("%(names)s and %(num)s more") % {"names": ", ".join(names),
+                                                          "num": tr.number(total - len(names))}
+    if len(names) == 1:
+        return names[0]
+    return tr.gettext("%(names)s and %(last)s") % {"names": ", ".join(names[:-1]), "last": names[-1]}
 
 
-def _cascade_text(data: Mapping[str, Any]) -> str:
+def _cascade_text(data: Mapping[str, Any], tr: Localizer | None = None) -> str:
     """What a failure stopped from running (``tasklens.cascades``): "Not run (upstream failed): a, b. x and y will
-    not run." or ""."""
+    not run." or "", in ``tr``'s language (English by default)."""
+    tr = tr or localizer()
     parts = []
     not_run = data.get("upstream_failed") or []
     if isinstance(not_run, list) and not_run:
         total = data.get("upstream_failed_count")
-        parts.append(f"Not run (upstream failed): {_names(not_run, total if isinstance(total, int) else 0)}.")
+        names = _names(not_run, total if isinstance(total, int) else 0, tr)
+        parts.append(tr.gettext("Not run (upstream failed): %(tasks)s.") % {"tasks": names})
     dags = data.get("will_not_run") or []
     if isinstance(dags, list) and dags:
-        parts.append(f"{_names(dags, 0)} will not run.")
+        sentence = tr.ngettext("%(dags)s will not run.", "%(dags)s will not run.", len(dags))
+        parts.append(sentence % {"dags": _names(dags, 0, tr)})
     return " ".join(parts)
 
 

@@ -111,6 +111,7 @@ class _OwnMeter:
         self.prefix = settings.prefix
         self.instruments: dict[tuple[str, str], Any] = {}
         self.pid = os.getpid()
+        self.flushed = False
         atexit.register(self.flush_at_exit)
 
     def send(self, kind: str, name: str, value: float, attributes: dict[str, str]) -> None:
@@ -132,8 +133,10 @@ class _OwnMeter:
             instrument.record(value, attributes)
 
     def flush_at_exit(self) -> None:
-        if os.getpid() != self.pid:
+        """Export what was recorded and stop the reader; once (the SDK warns on a second shutdown)."""
+        if os.getpid() != self.pid or self.flushed:
             return  # a forked child: the parent flushes what it recorded
+        self.flushed = True
         try:
             self.provider.shutdown(timeout_millis=EXPORT_TIMEOUT_S * 1000)
         except Exception:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from tasklens import config, failures, logs, metrics, otel, persist
 from tasklens._once import WarnOnce
 from tasklens.alerts import Alert, AlertKind, Delivery
+from tasklens.background import Handoff
 from tasklens.events import TaskEvent
 from tasklens.exceptions import StoreError
 from tasklens.spool import Spool
@@ -41,6 +42,7 @@ __all__ = [
     "record_alerts",
     "record_settled_success",
     "run_stage",
+    "wait_for_task_writes",
 ]
 
 log = logging.getLogger(__name__)
@@ -295,6 +297,22 @@ _EVENT_STAGES: tuple[tuple[str, Callable[[TaskEvent], object]], ...] = (
 
 #: Failure reports that may come several times per attempt when they come from outside the task process.
 _FAILURE_EVENTS = frozenset({"failed", "up_for_retry", "killed"})
+#: Stages that only write where nobody waits (a file line, a UDP datagram): for the task's own reports they run on
+#: the hand-off thread, so the task's thread pays for building the event only (the listener runs before execute()
+#: and after the final state). In order, with the task's context (its OTel span for the stream's trace ids).
+_HANDED_OFF_STAGES = frozenset({"logs.stream", "metrics"})
+_task_writes = Handoff("tasklens-event-writer")
+
+
+def wait_for_task_writes(timeout_s: float = 5.0) -> bool:
+    """Wait up to ``timeout_s`` for the stream lines and StatsD datagrams of the task's reports handled so far
+    (they are written off the task's thread, and at the latest when the process exits); True when all are out."""
+    return _task_writes.flush(timeout_s)
+
+
+def _run_stages(stages: Sequence[tuple[str, Callable[[TaskEvent], object]]], event: TaskEvent) -> None:
+    for stage, func in stages:
+        run_stage(stage, func, event)
 
 
 def handle(event: TaskEvent) -> None:
@@ -306,8 +324,18 @@ def handle(event: TaskEvent) -> None:
     if event.source != "worker" and event.event in _FAILURE_EVENTS:
         _handle_secondhand_failure(event)
         return
-    for stage, func in _EVENT_STAGES:
-        run_stage(stage, func, event)
+    if event.source != "worker":
+        _run_stages(_EVENT_STAGES, event)
+        return
+    handed_off = [stage for stage in _EVENT_STAGES if stage[0] in _HANDED_OFF_STAGES]
+    if handed_off and not _task_writes.submit(contextvars.copy_context().run, _run_stages, handed_off, event):
+        run_stage("handoff", _report_backlog)
+    _run_stages([stage for stage in _EVENT_STAGES if stage[0] not in _HANDED_OFF_STAGES], event)
+
+
+def _report_backlog() -> None:
+    raise RuntimeError(f"the event writer's backlog is full ({_task_writes.max_backlog}); this event's stream line "
+                       "and metrics are dropped (is the event stream's file system stuck?)")
 
 
 def _classified(event: TaskEvent) -> TaskEvent:

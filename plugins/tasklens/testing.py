@@ -20,6 +20,8 @@
   ``[metrics]`` settings); :class:`SlackSink` a local HTTP server standing in for a Slack webhook or the Web API;
   :class:`SmtpSink` an SMTP server (aiosmtpd, a test dependency) collecting what the email channel sends.
 * :func:`task_event`, :func:`failed_event`, :func:`retry_event` and :func:`success_event` build TaskEvents.
+* :func:`wait_for_task_writes` waits for the stream lines and StatsD datagrams of task reports handled in this
+  process (``dag.test()`` in a test): tasklens writes them off the task's thread.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from tasklens import pipeline
 from tasklens.alerts import Alert, Delivery
 from tasklens.events import TaskEvent
+from tasklens.pipeline import wait_for_task_writes
 
 if TYPE_CHECKING:
     from tasklens.ruleset import Ruleset
@@ -60,6 +63,7 @@ __all__ = [
     "retry_event",
     "success_event",
     "task_event",
+    "wait_for_task_writes",
 ]
 
 
@@ -169,7 +173,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if reply.body is not None:
             payload = reply.body
         elif reply.status == 200:
-            payload = json.dumps({"ok": True, "ts": f"{time.time():.6f}"}) if api else "ok"
+            channel = body.get("channel") if isinstance(body, dict) else None
+            answer = {"ok": True, "channel": channel, "ts": f"{time.time():.6f}"}
+            payload = json.dumps(answer) if api else "ok"
         elif reply.status == 429:
             payload = json.dumps({"ok": False, "error": "ratelimited"}) if api else "rate_limited"
         else:

@@ -1,5 +1,8 @@
 """Slack through ``apache-airflow-providers-slack``: ``SlackWebhookHook`` for ``slackwebhook`` connections,
-``SlackHook`` (``chat_postMessage``) for ``slack`` bot-token connections.
+``SlackHook`` (``chat_postMessage``, and ``chat_update`` for a notification that replaces an earlier message: a
+resolve, an incident's later members, a status change made elsewhere) for ``slack`` bot-token connections. A bot
+token's send returns where Slack put the message (:class:`~tasklens.alerts.PostedMessage`: channel id and ``ts``);
+a message that can no longer be updated (deleted, too old) is posted anew, nothing is lost.
 
 slack_sdk's own retry handlers are turned off (``retry_handlers=[]``): the dispatcher owns retries, backoff and
 ``Retry-After``, so a channel makes exactly one HTTP request per :meth:`SlackChannel.send`.
@@ -24,7 +27,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tasklens import config, messages
-from tasklens.alerts import Notification
+from tasklens.alerts import Notification, PostedMessage
 from tasklens.exceptions import DeliveryError
 from tasklens.i18n import Localizer, localizer
 from tasklens.messages import gettext_noop
@@ -41,6 +44,7 @@ __all__ = [
     "classify_status",
     "parse_retry_after",
     "with_action_buttons",
+    "with_status_line",
 ]
 
 #: ``action_id`` of the interactive buttons a bot-token message carries (the value is the alert id).
@@ -62,6 +66,14 @@ _BUTTON_LABELS = {
 }
 #: Messages that show an alert someone can act on (not a resolve notice, an acknowledgement or a test).
 _ACTIONABLE_KINDS = ("alert", "repeat", "escalation", "digest", "fallback")
+#: ``chat.update`` errors that mean the message cannot be changed any more (deleted, too old, not ours, channel
+#: gone): nothing is lost, the new content is posted as a new message.
+_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed", "channel_not_found",
+                   "is_archived", "not_in_channel"})
+
+
+class _Gone(Exception):
+    """The message to update no longer exists (or can no longer be changed)."""
 
 
 class _RedactingFilter(logging.Filter):
@@ -193,6 +205,14 @@ def with_action_buttons(body: Mapping[str, Any], notification: Notification) -> 
     return body
 
 
+def with_status_line(body: Mapping[str, Any], line: str) -> dict[str, Any]:
+    """``body`` with a context line (who did what, when) before its closing context block."""
+    blocks = [dict(block) for block in body.get("blocks") or ()]
+    note = {"type": "context", "elements": [{"type": "mrkdwn", "text": line}]}
+    blocks.insert(len(blocks) - 1 if blocks and blocks[-1].get("type") == "context" else len(blocks), note)
+    return {**body, "blocks": blocks}
+
+
 class SlackChannel:
     """One Slack target. Options: ``conn_id`` (default ``[tasklens] slack_conn_id``), ``channel`` (bot tokens)."""
 
@@ -207,26 +227,29 @@ class SlackChannel:
     def render(self, notification: Notification) -> dict[str, Any]:
         return dict(messages.render_slack(notification, base_url=config.base_url()))
 
-    def send(self, notification: Notification, *, timeout_s: float | None = None) -> str | None:
-        """Post ``notification``; raises :class:`DeliveryError` saying what went wrong. Returns the message's
-        ``ts`` with a bot-token connection (an incident's later messages reply in its thread), else None."""
+    def send(self, notification: Notification, *, timeout_s: float | None = None) -> PostedMessage | None:
+        """Post ``notification`` (or, with a bot-token connection and ``notification.replace``, update that earlier
+        message in place); raises :class:`DeliveryError` saying what went wrong. Returns where the message is with
+        a bot-token connection (so later notices can update it), else None."""
         body = self.render(notification)
-        if notification.thread:
+        if notification.thread and not notification.replace:
             body["thread_ts"] = notification.thread  # bot tokens only: incoming webhooks ignore it
         return self.post(body, timeout_s=timeout_s, notification=notification)
 
     def post(
         self, body: Mapping[str, Any], *, timeout_s: float | None = None, notification: Notification | None = None
-    ) -> str | None:
+    ) -> PostedMessage | None:
         """Post a rendered ``body``. With a bot-token connection, a ``notification`` of one alert gets its action
-        buttons (clicks reach ``/tasklens/integrations/slack/actions``; webhooks cannot take clicks)."""
+        buttons (clicks reach ``/tasklens/integrations/slack/actions``; webhooks cannot take clicks), and one with
+        ``replace`` updates that message (a new post when it is gone). Incoming webhooks cannot update: they post."""
         timeout = timeout_s if timeout_s is not None else config.http_timeout_s()
         conn = self._connection()
         secrets = _secrets_of(conn)
         if str(conn.conn_type or "slackwebhook") == "slack":
             if notification is not None:
                 body = with_action_buttons(body, notification)
-            return self._post_api(body, timeout, secrets)
+            replace = notification.replace if notification is not None else None
+            return self._post_api(body, timeout, secrets, replace=replace)
         else:
             if not (conn.password or "").strip():
                 raise DeliveryError(
@@ -237,6 +260,24 @@ class SlackChannel:
                 )
             self._post_webhook(body, timeout, secrets)
             return None
+
+    def update(self, notification: Notification, message: PostedMessage, *, status_line: str | None = None,
+               timeout_s: float | None = None) -> bool:
+        """Redraw the earlier ``message`` as ``notification`` (its buttons those of the alert's current status, plus
+        ``status_line``). Only a bot-token connection can: False for a webhook, or when Slack says the message is
+        gone (nothing is posted instead). Raises :class:`DeliveryError` when Slack refuses or cannot be reached."""
+        conn = self._connection()
+        if str(conn.conn_type or "slackwebhook") != "slack":
+            return False
+        body = with_action_buttons(self.render(notification), notification)
+        if status_line:
+            body = with_status_line(body, status_line)
+        try:
+            self._post_api(body, timeout_s if timeout_s is not None else config.http_timeout_s(),
+                           _secrets_of(conn), replace=message, post_if_gone=False)
+        except _Gone:
+            return False
+        return True
 
     def _connection(self) -> Any:
         """The channel's connection. Any failure to read it is retryable: Airflow reports a secrets backend or
@@ -289,7 +330,8 @@ class SlackChannel:
         if response.status_code != 200:
             raise classify_status(response.status_code, response.body, response.headers)
 
-    def _post_api(self, body: Mapping[str, Any], timeout: float, secrets: tuple[str | None, ...]) -> str | None:
+    def _post_api(self, body: Mapping[str, Any], timeout: float, secrets: tuple[str | None, ...],
+                  replace: PostedMessage | None = None, *, post_if_gone: bool = True) -> PostedMessage | None:
         from airflow.providers.slack.hooks.slack import SlackHook  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
         from slack_sdk.errors import SlackApiError  # noqa: PLC0415 - the provider SDK loads only when this channel type sends
 
@@ -305,7 +347,22 @@ class SlackChannel:
         except Exception as exc:
             raise self._client_error(exc, secrets) from None
         try:
-            response = client.chat_postMessage(channel=self.slack_channel, **dict(body))
+            response = None
+            if replace is not None:
+                try:
+                    response = client.chat_update(channel=replace.channel, ts=replace.ts, **dict(body))
+                except SlackApiError as exc:
+                    data = exc.response.data if isinstance(exc.response.data, Mapping) else {}
+                    if data.get("error") not in _GONE:
+                        raise
+                    if not post_if_gone:
+                        raise _Gone(str(data.get("error"))) from None
+                    _SDK_LOG.info("tasklens: Slack message %s could not be updated (%s); posting a new one",
+                                  replace.ts, data.get("error"))
+            if response is None:
+                response = client.chat_postMessage(channel=self.slack_channel, **dict(body))
+        except _Gone:
+            raise
         except SlackApiError as exc:
             response = exc.response
             raise classify_status(response.status_code, response.data, response.headers) from None
@@ -318,7 +375,8 @@ class SlackChannel:
                 secrets=secrets,
             ) from None
         ts = response.get("ts") if hasattr(response, "get") else None
-        return str(ts) if ts else None
+        channel_id = response.get("channel") if hasattr(response, "get") else None
+        return PostedMessage(str(channel_id or self.slack_channel), str(ts)) if ts else None
 
 
 class SlackApp:

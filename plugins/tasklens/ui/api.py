@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from tasklens.channels import mirrors_acknowledge
 from tasklens.store import get_store
-from tasklens.ui import auth, queries
+from tasklens.ui import auth, message_sync, queries
 
 __all__ = ["airflow_log_path", "router"]
 
@@ -224,11 +224,13 @@ def _act(request: Request, user: Any, alert_id: int, action: str, **kwargs: Any)
     auth.require_dag_access(request, user, row["dag_id"], "PUT")
     store = _store()
     changed = getattr(store, action)(alert_id, by=auth.user_name(user), **kwargs)
-    current = store.get_alert(alert_id) or row
     if not changed:
+        current = store.get_alert(alert_id) or row
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"alert {alert_id} is {current['status']}; cannot {action} it"
         )
+    message_sync.follow_status(store, [alert_id])  # Slack shows it too (a resolve goes through the outbox)
+    current = store.get_alert(alert_id) or row
     return _with_links(queries._row(current))
 
 

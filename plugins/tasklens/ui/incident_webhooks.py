@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from tasklens.channels import mirrors_acknowledge
 from tasklens.store import get_store
 from tasklens.text import bounded
+from tasklens.ui import message_sync
 from tasklens.ui.inbound import (
     conn_ids_for,
     connection_extra,
@@ -64,6 +65,8 @@ def apply(tool: str, fingerprint: str, action: str, who: str) -> str:
         changed = store.acknowledge(
             alert_id, by=by, mirror_to=lambda channel_type: others(channel_type) and mirrors_acknowledge(channel_type)
         )
+        if changed:
+            message_sync.follow_status(store, [alert_id])
         return "acknowledged" if changed else "ignored"
     return "resolved" if store.resolve(alert_id, by=by, notify=others) else "ignored"
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from tasklens import incident_store
 from tasklens.incident_store import Incident
 from tasklens.store import get_store
-from tasklens.ui import auth
+from tasklens.ui import auth, message_sync
 from tasklens.ui.api import ActionBody
 
 __all__ = ["router"]
@@ -153,6 +153,10 @@ def _act(request: Request, user: Any, incident_id: int, action: str) -> dict[str
         raise HTTPException(status.HTTP_403_FORBIDDEN,
                             f"acting on incident {incident_id} acts on every member: you may not edit all their DAGs")
     getattr(incident_store, action)(store, incident_id, by=auth.user_name(user))
+    if action == "acknowledge":  # its Slack messages and the members' own show it (resolves go through the outbox)
+        message_sync.follow_incident(store, incident_id)
+        message_sync.follow_status(store, incident_store.member_alert_ids(store, incident_id,
+                                                                          limit=message_sync.MAX_MESSAGES))
     found = incident_store.get_incident(store, incident_id, member_limit=1)
     if found is None:  # removed meanwhile (retention)
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"incident {incident_id} not found")

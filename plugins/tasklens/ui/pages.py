@@ -84,6 +84,7 @@ def _links(request: Request) -> dict[str, str]:
     """Paths of this app's pages and API as the browser sees them (under Airflow's base path)."""
     return {
         "alerts": request.url_for("alerts_page").path,
+        "incidents": request.url_for("incidents_page").path,
         "api": request.url_for("list_alerts").path.removesuffix("/alerts"),
         "static": request.url_for("static", path="").path.rstrip("/"),
         "airflow": _airflow_root(),
@@ -104,7 +105,7 @@ def render_error(request: Request, code: int, detail: str) -> str:
     try:
         links = _links(request)
     except Exception:
-        links = {"alerts": "", "api": "", "static": "", "airflow": _airflow_root()}
+        links = {"alerts": "", "incidents": "", "api": "", "static": "", "airflow": _airflow_root()}
     return _env().get_template("error.html").render(code=code, detail=detail, login=login, links=links)
 
 

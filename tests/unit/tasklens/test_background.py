@@ -1,13 +1,18 @@
-"""tasklens.background: the one runner of the api-server's loops (dispatcher, reconciler, config check)."""
+"""tasklens.background: the one runner of the api-server's loops (dispatcher, reconciler, config check), and the
+hand-off thread of a task's own writes."""
 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
-from tasklens.background import BackgroundLoop
+from tasklens.background import BackgroundLoop, Handoff
 
 # Generous bounds for a loaded 2-core machine: they only stop a broken loop from hanging the test run.
 SETTLE_S = 30.0
@@ -134,3 +139,94 @@ def test_start_is_idempotent_and_a_stopped_loop_starts_again() -> None:
     assert second.wait(SETTLE_S)
     loop.stop(timeout_s=SETTLE_S)
     assert passes == [1, 1]
+
+
+# -- Handoff: a task's own writes, off its thread ----------------------------------------------------------------
+
+
+def test_handoff_runs_calls_in_order_off_the_caller_s_thread_and_goes_on_after_a_failure(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Calls run in submission order on the named thread; one that raises is logged and the next still runs."""
+    handoff = Handoff("tl-test-handoff")
+    ran: list[tuple[int, str]] = []
+
+    def broken() -> None:
+        raise OSError("disk full")
+
+    with caplog.at_level(logging.WARNING, logger="tasklens.background"):
+        for number in range(3):
+            handoff.submit(lambda n=number: ran.append((n, threading.current_thread().name)))
+        handoff.submit(broken)
+        handoff.submit(lambda: ran.append((3, threading.current_thread().name)))
+        assert handoff.flush(SETTLE_S)
+    assert ran == [(n, "tl-test-handoff") for n in range(4)]
+    assert [r.getMessage() for r in caplog.records] == ["tasklens tl-test-handoff: a queued call failed"]
+
+
+def test_handoff_drops_calls_beyond_its_backlog_instead_of_growing() -> None:
+    """While the thread is stuck (a hung file system), calls beyond max_backlog are dropped and counted."""
+    handoff = Handoff("tl-test-stuck", max_backlog=2)
+    release = threading.Event()
+    started = threading.Event()
+    handoff.submit(lambda: (started.set(), release.wait(SETTLE_S)))
+    assert started.wait(SETTLE_S)
+    assert [handoff.submit(lambda: None) for _ in range(4)] == [True, True, False, False]
+    assert handoff.dropped == 2
+    release.set()
+    assert handoff.flush(SETTLE_S)
+
+
+def test_flush_gives_up_after_its_timeout() -> None:
+    """flush() is bounded: a call that never ends makes it return False, not hang."""
+    handoff = Handoff("tl-test-hung")
+    release = threading.Event()
+    handoff.submit(release.wait, SETTLE_S)
+    assert handoff.flush(0.05) is False
+    release.set()
+    assert handoff.flush(SETTLE_S)
+
+
+_EXIT_SCRIPT = """
+import sys, time
+from tasklens.background import Handoff
+handoff = Handoff("tl-exit", exit_flush_s={flush_s})
+def write(line):
+    time.sleep({sleep_s})
+    with open(sys.argv[1], "a") as f:
+        f.write(line + "\\n")
+if {fork}:
+    import os
+    handoff.submit(write, "parent")
+    handoff.flush(30)
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)
+        sys.exit(0)
+handoff.submit(write, "first")
+handoff.submit(write, "second")
+"""
+
+
+@pytest.mark.parametrize("fork", [False, True], ids=["process", "forked child"])
+def test_what_is_queued_is_written_when_the_process_exits(tmp_path: Path, fork: bool) -> None:
+    """A process that ends right after submitting (a task process after its success event) still writes it, in a
+    forked child too (its own thread, its own exit handler)."""
+    out = tmp_path / "lines"
+    script = _EXIT_SCRIPT.format(flush_s=30, sleep_s=0.2, fork=fork)
+    subprocess.run([sys.executable, "-c", script, str(out)], check=True, timeout=120, env=_env())
+    assert out.read_text().splitlines() == [*(["parent"] if fork else []), "first", "second"]
+
+
+def test_the_exit_wait_is_bounded(tmp_path: Path) -> None:
+    """A write stuck longer than exit_flush_s does not hold the process: it exits, and says what was lost."""
+    out = tmp_path / "lines"
+    script = _EXIT_SCRIPT.format(flush_s=0.2, sleep_s=600, fork=False)
+    result = subprocess.run([sys.executable, "-c", script, str(out)], check=True, timeout=120, env=_env(),
+                            capture_output=True, text=True)
+    assert not out.exists()
+    assert "tasklens tl-exit: calls still queued 0.2s after the process began to exit are lost" in result.stderr
+
+
+def _env() -> dict[str, str]:
+    plugins = str(Path(__file__).resolve().parents[3] / "plugins")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([plugins, os.environ.get("PYTHONPATH", "")])}

@@ -3,15 +3,17 @@ message per incident (updates, resolve, thousands of members) through the real r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from tasklens import incident_store, messages
-from tasklens.alerts import Alert, AlertKind, Severity, fingerprint
+from tasklens.alerts import Alert, AlertKind, Notification, Severity, fingerprint
 from tasklens.incidents import error_signature, external_dependency
 from tasklens.store import Store
 from tests.unit.tasklens.test_dispatch import FakeChannels, make_dispatcher
+from tests.unit.tasklens.test_messages import snapshot
 from tests.unit.tasklens.test_store import FakeClock, slack
 
 PG_DOWN = ('could not connect to server: Connection refused\n\tIs the server running on host "wh.internal" ({ip}) '
@@ -213,3 +215,35 @@ def test_acting_on_an_incident_acts_on_its_members(store, clock):
     assert incident_store.resolve(store, incident_id, by="alice") == 2
     assert {store.get_alert(i)["status"] for i in ids} == {"resolved"}
     assert incident_store.get_incident(store, incident_id)[0].status == "resolved"
+
+
+def test_an_incident_message_and_its_cascade_are_in_the_readers_language(store, clock, monkeypatch):
+    """A French route gets the incident in French (the headline, the counts, "injoignable", the update and resolve
+    wording, numbers written the French way) and a German one the cascade under a failure; the user's data (host,
+    error, task names) stays as it was."""
+    channels = FakeChannels()
+    monkeypatch.setattr("tasklens.config.incident_window_s", lambda: 900.0)
+    record(store, db_down("sales", "load"), db_down("finance", "load"))
+    make_dispatcher(store, clock, channels).drain()
+    (message,) = channels.sent
+    french = dataclasses.replace(message, locale="fr", timezone="Europe/Paris")
+    text = json.dumps(messages.render_slack(french, base_url="http://airflow", templates_dir=None), ensure_ascii=False)
+    assert "wh.internal injoignable (OperationalError: could not connect to server: Connection refused)" in text
+    assert "2 tâches dans 2 DAG, première à" in text and "Incident 1 (dependency) : 2 tâches en échec" in text
+    assert "unreachable" not in text and "tasks in" not in text
+    big = dataclasses.replace(french, incident={**french.incident, "members": 3912, "more": 3910, "is_update": True})
+    subject, _, body = messages.render_email(big, base_url="http://airflow", templates_dir=None)
+    assert "Mise à jour : wh.internal injoignable" in subject and "3\u202f912 tâches" in subject
+    assert "nouvelles depuis le dernier message" in body and "(…et 3\u202f910 de plus dans tasklens)" in body
+    resolved = dataclasses.replace(french, kind="resolve")
+    assert "Résolu : wh.internal injoignable" in messages.render_email(resolved, base_url="http://airflow",
+                                                                       templates_dir=None)[0]
+
+    cascade = failure("ml", "train", "KeyError", "'customer_id'", "code")
+    cascade = dataclasses.replace(cascade, data={"upstream_failed": ["publish", "report"],
+                                                 "will_not_run": ["lakehouse_datamart", "lakehouse_ml"]})
+    german = messages.render_slack(Notification(kind="alert", channel="slack", items=(snapshot(cascade),), locale="de"),
+                                   base_url="http://airflow", templates_dir=None)
+    text = json.dumps(german, ensure_ascii=False)
+    assert "Nicht gelaufen (Upstream fehlgeschlagen): publish und report." in text
+    assert "lakehouse_datamart und lakehouse_ml werden nicht laufen." in text

@@ -56,7 +56,7 @@ def flush_and_stop() -> None:
     """A final export of what was recorded, then the reader thread stops."""
     backend = otel._backend
     if isinstance(backend, otel._OwnMeter):
-        backend.provider.shutdown(timeout_millis=5000)
+        backend.flush_at_exit()
     elif isinstance(backend, otel._AirflowFacade):
         backend.module._get_backend().otel.shutdown(timeout_millis=5000)
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
+from threading import current_thread
 
 import pytest
 
 from tasklens import config, logs, metrics, pipeline
 from tasklens.events import TaskEvent
 
-EVENT = TaskEvent(event="success", dag_id="d", task_id="t", run_id="r", source="worker")
+#: A report from outside a task process: every stage runs on the caller's thread, in order.
+EVENT = TaskEvent(event="success", dag_id="d", task_id="t", run_id="r", source="api")
+#: The task's own report: its stream line and StatsD datagram are written on the hand-off thread.
+TASK_EVENT = TaskEvent(event="success", dag_id="d", task_id="t", run_id="r", source="worker")
 
 
 @pytest.fixture
@@ -36,6 +41,31 @@ def test_every_stage_sees_the_event_in_order(recorded):
     pipeline.handle(EVENT)
     assert [name for name, _ in recorded] == ["logs.context", "logs.stream", "metrics"]
     assert all(arg is EVENT for _, arg in recorded)
+
+
+def test_a_task_s_own_report_is_written_off_its_thread_in_order(monkeypatch, recorded):
+    """The task's thread binds the log fields; the stream line and then the StatsD datagram are written on the
+    hand-off thread, and wait_for_task_writes() returns once they are out."""
+    threads: list[tuple[str, str]] = []
+    monkeypatch.setattr(logs, "write_event", lambda e: threads.append(("logs.stream", current_thread().name)))
+    monkeypatch.setattr(metrics, "record_event", lambda e: threads.append(("metrics", current_thread().name)))
+    pipeline.handle(TASK_EVENT)
+    pipeline.handle(TASK_EVENT)
+    assert pipeline.wait_for_task_writes(timeout_s=10)
+    assert recorded == [("logs.context", TASK_EVENT), ("logs.context", TASK_EVENT)]
+    writer = "tasklens-event-writer"
+    assert threads == [("logs.stream", writer), ("metrics", writer), ("logs.stream", writer), ("metrics", writer)]
+
+
+def test_the_hand_off_thread_sees_the_task_s_context(monkeypatch, recorded):
+    """The handed-off stages run in the context the task had when it reported (its OTel span lives there)."""
+    marker: ContextVar[str] = ContextVar("marker", default="none")
+    seen: list[str] = []
+    monkeypatch.setattr(logs, "write_event", lambda e: seen.append(marker.get()))
+    marker.set("the task's")
+    pipeline.handle(TASK_EVENT)
+    assert pipeline.wait_for_task_writes(timeout_s=10)
+    assert seen == ["the task's"]
 
 
 def test_a_raising_stage_does_not_stop_the_others_and_is_counted(recorded, monkeypatch, caplog):

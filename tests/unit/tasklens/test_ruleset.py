@@ -94,12 +94,15 @@ def test_no_file_gives_builtin_defaults():
 
 
 def test_default_conn_ids_come_from_config(monkeypatch):
-    """The built-in channels use [tasklens] slack_conn_id / smtp_conn_id."""
+    """The built-in channels use [tasklens] slack_conn_id / smtp_conn_id (config.ruleset() wires them into the
+    ruleset, which reads no configuration itself: so the test goes through it, as tasklens does)."""
     from tasklens import config
 
     monkeypatch.setenv("AIRFLOW__TASKLENS__SLACK_CONN_ID", "my_slack")
+    monkeypatch.delenv("AIRFLOW__TASKLENS__RULES_FILE", raising=False)
     config.reset()
     try:
+        assert config.ruleset().channels["slack"].conn_id == "my_slack"
         assert load_ruleset(None).channels["slack"].conn_id == "my_slack"
     finally:
         monkeypatch.delenv("AIRFLOW__TASKLENS__SLACK_CONN_ID")

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
+from tasklens import incident_store, posted_messages  # noqa: F401 - their tables are part of the schema
 from tasklens import store as store_module
 from tasklens.alerts import Alert, AlertKind, Delivery, Severity, Status, fingerprint
 from tasklens.store import HEAD_REVISION, Store
@@ -427,7 +428,7 @@ def test_store_is_its_own_database_with_prefixed_tables(store):
     assert names == {
         "tasklens_alembic_version", "tasklens_alerts", "tasklens_deliveries", "tasklens_events",
         "tasklens_occurrences", "tasklens_meta", "tasklens_channel_slots", "tasklens_leases",
-        "tasklens_incidents", "tasklens_incident_members",
+        "tasklens_incidents", "tasklens_incident_members", "tasklens_posted_messages",
     }
 
 

@@ -6,10 +6,8 @@ import json
 import smtplib
 from email.message import EmailMessage
 
-import pytest
-
 import tasklens
-from tasklens import config, pipeline
+from tasklens import pipeline
 from tasklens.testing import SmtpSink, capture_alerts, capture_events, failed_event, success_event
 
 
@@ -20,17 +18,6 @@ def test_star_import_gives_every_public_name():
     assert set(tasklens.__all__) <= set(namespace)
 
 
-@pytest.fixture
-def own_spool(tmp_path, monkeypatch):
-    """A spool of this test's own: writes other tests left spooled are replayed by the alert stage (and would be
-    captured too) when they share one."""
-    monkeypatch.setenv("AIRFLOW__TASKLENS__SPOOL_DIR", str(tmp_path / "spool"))
-    config.reset()
-    yield
-    config.reset()
-
-
-@pytest.mark.usefixtures("own_spool")
 def test_capture_events_and_alerts_see_a_failure_without_a_store():
     """A failed event passes through handle() into capture_events, and its alert into capture_alerts (no store)."""
     with capture_events() as seen, capture_alerts() as alerts:

@@ -24,12 +24,13 @@ def sink(monkeypatch):
 
 
 def test_a_bot_token_send_returns_its_ts_and_a_threaded_send_replies_under_it(sink):
-    """The first send returns Slack's ts; a notification with ``thread`` posts with that ``thread_ts``."""
+    """The first send returns where Slack put it (channel, ts); a notification with ``thread`` posts with that
+    ``thread_ts``."""
     channel = SlackChannel("slack", {"conn_id": "tl_bot", "channel": "#alerts"})
     first = channel.send(Notification(kind="alert", channel="slack", items=(snapshot(alert(), id=1),)))
-    assert first and "thread_ts" not in sink.messages[-1]
-    channel.send(Notification(kind="alert", channel="slack", items=(snapshot(alert(), id=2),), thread=first))
-    assert sink.messages[-1]["thread_ts"] == first
+    assert first and first.ts and "thread_ts" not in sink.messages[-1]
+    channel.send(Notification(kind="alert", channel="slack", items=(snapshot(alert(), id=2),), thread=first.ts))
+    assert sink.messages[-1]["thread_ts"] == first.ts
 
 
 def test_a_webhook_send_returns_no_ts(sink):

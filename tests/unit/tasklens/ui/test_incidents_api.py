@@ -81,3 +81,11 @@ def test_incidents_page_shows_incidents_members_charts_and_actions_by_permission
     assert 'data-resource="incidents" data-action="resolve"' in html
     viewer = client.get("/tasklens/incidents", headers=bearer("viewer")).text
     assert f"#{incident_id}" in viewer and 'data-resource="incidents"' not in viewer
+
+
+def test_the_alerts_and_incidents_pages_link_to_each_other(client, store):  # noqa: F811
+    """Each page's nav links to the other, under the app's mount path."""
+    alerts = client.get("/tasklens/alerts", headers=bearer("viewer")).text
+    incidents = client.get("/tasklens/incidents", headers=bearer("viewer")).text
+    assert '<nav class="small" data-testid="nav"><a href="/tasklens/incidents">Incidents</a>' in alerts
+    assert '<nav class="small"><a href="/tasklens/alerts">Alerts</a>' in incidents
