@@ -23,8 +23,9 @@ same deadline on a usual day), which fires only once its deadline has passed.
 Seeds 1-4 were used to tune the forecaster (``forecast._OVERRUN_SHARE``, the share of its elapsed time a task past
 all its history is given left; 2-consecutive-pass hysteresis was tried and cost lead time without fixing a false
 alarm); the default seeds (11-15) were not. Also printed: the best possible median lead time, had each missed day
-been warned the moment its slowed task ran past its usual p95. Prints per-seed figures and the medians over the
-seeds as ``name: value`` lines.
+been warned the moment its slowed task ran past its usual p95, and the false warnings on slowed days that ended
+within 10 % of the deadline (a p90 forecast warns on such near misses by design). Prints per-seed figures and the
+medians over the seeds as ``name: value`` lines.
 
     python benchmarks/forecast.py [SEED ...]
 """
