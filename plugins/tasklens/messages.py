@@ -107,6 +107,13 @@ _KIND_TEMPLATES = {
     AlertKind.CUSTOM: "custom",
     AlertKind.RESOLVE: "resolve",
 }
+#: Resolve notices that say how it ended (the foresight checks put it in the alert's ``data["outcome"]``).
+_RESOLVE_TEMPLATES = {
+    AlertKind.OVERRUN: "overrun_resolve",
+    AlertKind.STUCK: "overrun_resolve",
+    AlertKind.DEADLINE: "deadline_resolve",
+    AlertKind.LATE: "late_resolve",
+}
 _USE_CONFIG: Any = object()
 
 
@@ -630,6 +637,8 @@ def _empty_item() -> dict[str, Any]:
 
 
 def _template_names(notification_kind: str, alert: Alert) -> list[str]:
+    if notification_kind == "resolve" and alert.kind in _RESOLVE_TEMPLATES:
+        return [_RESOLVE_TEMPLATES[alert.kind], "resolve"]
     if notification_kind in ("digest", "escalation", "resolve"):
         return [notification_kind]
     kind_template = _KIND_TEMPLATES.get(alert.kind, "custom")

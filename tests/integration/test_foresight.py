@@ -3,11 +3,14 @@
 Real scheduler, dag-processor and api-server (LocalExecutor), a local Slack server. Short runs make a task's
 history; a run far past it gets a "running long" alert while it still runs, resolved ("finished after ...") once
 it ends. A scheduled run blocked by a full pool is late. A run whose first task is slow is forecast to miss its
-``within:`` deadline before the deadline, and the alert resolves when the run makes it after all.
+``within:`` deadline before the deadline, and the alert resolves when the run makes it after all. A triggerer whose
+``job`` row stopped heartbeating is reported silent, and resolved once it beats again.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -29,6 +32,8 @@ rules:
   dag_late:
     max_delay: 20s
     match: {dag_id: "tl_foresight_*"}
+  component_heartbeat:
+    max_silence: 30s
 deadlines:
   tl_deadline:
     match: {tags: [deadline]}
@@ -102,11 +107,12 @@ def test_a_task_running_past_its_history_alerts_while_it_runs_and_resolves_when_
     (resolved,) = wait_until(lambda: [a for a in _alerts(stack, dag_id) if a["status"] == "resolved"], 60,
                              "the running-long alert was not resolved")
     assert resolved["resolved_by"].startswith("task_overrun: finished after 3")
-    wait_until(lambda: any("Resolved" in t and dag_id in t for t in slack.texts()), 30, "no resolve notice")
+    # The resolve notice says how the attempt ended (overrun_resolve.j2), not just "is resolved".
+    wait_until(lambda: any(f"{dag_id}.train finished after 3" in t for t in slack.texts()), 30, "no resolve notice")
     assert len(_alerts(stack, dag_id)) == 1
 
 
-def test_a_slow_run_is_forecast_to_miss_its_deadline_before_it_and_resolves_when_it_makes_it(stack):
+def test_a_slow_run_is_forecast_to_miss_its_deadline_before_it_and_resolves_when_it_makes_it(stack, slack):
     """History: prep ~0 s then work 20 s. Now prep runs 40 s: past ~28 s the p90 forecast (prep's overrun + work's
     20 s) passes the 60 s deadline, alerted while the run is in flight and before the deadline; work takes 1 s this
     time, so the run makes it and the alert resolves saying so."""
@@ -131,9 +137,11 @@ def test_a_slow_run_is_forecast_to_miss_its_deadline_before_it_and_resolves_when
         "the deadline alert was not resolved")
     assert resolved["resolved_by"].startswith("deadline:tl_deadline: finished ")
     assert resolved["resolved_by"].endswith("before its deadline")
+    wait_until(lambda: any(f"{run_id}` made its deadline (1m after the run start): it finished at " in t
+                           for t in slack.texts()), 30, "no deadline resolve notice saying the run made it")
 
 
-def test_a_scheduled_run_blocked_by_a_full_pool_alerts_late_and_resolves_once_it_starts(stack):
+def test_a_scheduled_run_blocked_by_a_full_pool_alerts_late_and_resolves_once_it_starts(stack, slack):
     """tl_foresight_late runs every minute, its task in a pool with no slots: its run is still not started 20 s
     after it was due, so a 'late' alert names it; given a slot, the run starts and the alert resolves."""
     dag_id = "tl_foresight_late"
@@ -145,4 +153,61 @@ def test_a_scheduled_run_blocked_by_a_full_pool_alerts_late_and_resolves_once_it
     (resolved,) = wait_until(
         lambda: [a for a in _alerts(stack, dag_id) if a["kind"] == "late" and a["status"] == "resolved"], 120,
         "the late alert was not resolved")
-    assert resolved["resolved_by"] == "dag_late: no run is late any more (it started)"
+    # It says when the run started (late_resolve.j2), resolved_by too.
+    assert resolved["resolved_by"].startswith(f"dag_late: run {alert['run_id']} started at ")
+    assert resolved["resolved_by"].endswith(" after it was due")
+    wait_until(lambda: any(f"{alert['run_id']}` started at " in t for t in slack.texts()), 30,
+               "no late-run resolve notice saying when it started")
+
+
+#: A triggerer's ``job`` row through Airflow's own model (run with the stack's environment): ``stale`` registers one
+#: whose last heartbeat was 10 minutes ago (a triggerer that stopped), ``beat <id>`` makes it heartbeat again as a
+#: running triggerer does (``Job.heartbeat``).
+JOB_SCRIPT = """
+import sys
+from datetime import timedelta
+
+from airflow.jobs.job import Job
+from airflow.utils import timezone
+from airflow.utils.session import create_session
+from airflow.utils.state import JobState
+
+with create_session() as session:
+    if sys.argv[1] == "stale":
+        job = Job(job_type="TriggererJob")
+        job.state = JobState.RUNNING
+        job.latest_heartbeat = timezone.utcnow() - timedelta(minutes=10)
+        session.add(job)
+        session.flush()
+        print("JOB", job.id, job.hostname)
+    else:
+        job = session.get(Job, int(sys.argv[2]))
+        job.heartbeat(lambda session: None, session=session)
+        print("JOB", job.latest_heartbeat)
+"""
+
+
+def _triggerer_job(stack, *args: str) -> list[str]:
+    result = subprocess.run([sys.executable, "-c", JOB_SCRIPT, *args], env=stack.env, capture_output=True, text=True,
+                            timeout=120, check=True)
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("JOB ")]  # Airflow logs to stdout
+    return line.split()[1:]
+
+
+def test_a_component_that_stops_heartbeating_alerts_and_resolves_when_it_beats_again(stack, slack):
+    """A triggerer's job row last heartbeated 10 min ago (max_silence 30s): a component_heartbeat alert names it,
+    sent to Slack; once the job heartbeats again (Airflow's Job.heartbeat), the alert resolves."""
+    job_id, hostname = _triggerer_job(stack, "stale")
+
+    def triggerer_alerts(status: str) -> list[dict]:
+        return [a for a in _alerts(stack, "tasklens")
+                if a["rule"] == "component_heartbeat" and a["task_id"] == "TriggererJob" and a["status"] == status]
+
+    (alert,) = wait_until(lambda: triggerer_alerts("open"), 60, "no heartbeat alert for the silent triggerer")
+    assert alert["kind"] == "heartbeat" and alert["data"]["component"] == "triggerer"
+    assert alert["summary"].startswith(f"the triggerer on {hostname} last heartbeated 10m")
+    assert "(limit 30" in alert["summary"] and alert["summary"].endswith("): is it running?")
+    wait_until(lambda: any("Airflow triggerer silent" in t for t in slack.texts()), 30, "no heartbeat message")
+    _triggerer_job(stack, "beat", job_id)
+    (resolved,) = wait_until(lambda: triggerer_alerts("resolved"), 60, "the heartbeat alert was not resolved")
+    assert resolved["id"] == alert["id"] and resolved["resolved_by"] == "component_heartbeat: heartbeating again"

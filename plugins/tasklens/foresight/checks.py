@@ -69,6 +69,18 @@ def _subject(attempt: Attempt) -> TaskEvent:
                      source="api")
 
 
+def _outcome_details(row: Mapping[str, Any], ended: tuple[str | None, float | None, datetime | None],
+                     ) -> dict[str, Any]:
+    """How the attempt an open alert names ended, as data for the resolve notice (``overrun_resolve.j2``)."""
+    state, duration, end = ended
+    details: dict[str, Any] = {"state": state, "duration_s": None if duration is None else round(float(duration), 1),
+                               "ended_at": None if end is None else end.replace(microsecond=0).isoformat()}
+    waiting = (row.get("data") or {}).get("waiting_state")
+    if waiting:
+        details["waiting_state"] = waiting
+    return details
+
+
 def _outcome(row: Mapping[str, Any], ended: tuple[str | None, float | None, datetime | None], now: datetime) -> str:
     """How the attempt an open alert names ended, in words: "finished after 14m", "failed after 14m"."""
     state, duration, _ = ended
@@ -185,7 +197,8 @@ class InFlightChecks:
                 continue
             ended = queries.attempt_end(session, dag_id, task_id, row["run_id"], int(row["map_index"]),
                                         int(row["try_number"] or 1))
-            resolves.append(resolve_alert(rule_name, dag_id, task_id, _outcome(row, ended, now), now))
+            resolves.append(resolve_alert(rule_name, dag_id, task_id, _outcome(row, ended, now), now,
+                                          _outcome_details(row, ended)))
         return new, resolves
 
 
@@ -215,11 +228,37 @@ def _late_checks(session: Any, late_rules: Sequence[Rule], beat_rules: Sequence[
                     firing[(rule.name, lateness.COMPONENT_DAG_ID, row.job_type)] = alert
     by_key = {(row["rule"], row["dag_id"], row["task_id"]): row for row in open_rows}
     alerts = [alert for key, alert in firing.items() if key not in by_key]
-    for (rule_name, dag_id, task_id) in by_key:
-        if (rule_name, dag_id, task_id) not in firing:
-            outcome = "heartbeating again" if task_id else "no run is late any more (it started)"
-            alerts.append(lateness.resolve_alert(rule_name, dag_id, task_id, outcome, now))
+    for (rule_name, dag_id, task_id), row in by_key.items():
+        if (rule_name, dag_id, task_id) in firing:
+            continue
+        if task_id:
+            alerts.append(lateness.resolve_alert(rule_name, dag_id, task_id, "heartbeating again", now))
+            continue
+        outcome, details = _late_outcome(session, row)
+        alerts.append(lateness.resolve_alert(rule_name, dag_id, task_id, outcome, now, details))
     return alerts
+
+
+def _late_outcome(session: Any, row: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """How a late run stopped being late, in words and as data for the resolve notice (``late_resolve.j2``)."""
+    run_id = row.get("run_id")
+    if not run_id:
+        return "runs are created again", {"created": True}
+    started = queries.run_first_start(session, row["dag_id"], run_id)
+    started = None if started is None else started.astimezone(timezone.utc)
+    if started is None:
+        return "no run is late any more", {}
+    details: dict[str, Any] = {"started_at": started.replace(microsecond=0).isoformat(), "delay_s": None}
+    outcome = f"run {run_id} started at {started.strftime('%Y-%m-%d %H:%M:%S UTC')}"
+    due = (row.get("data") or {}).get("due_at")
+    try:
+        delay = (started - _utc(datetime.fromisoformat(str(due)))).total_seconds() if due else None
+    except ValueError:
+        delay = None
+    if delay is not None:
+        details["delay_s"] = round(max(delay, 0.0), 1)
+        outcome += f", {format_duration(max(delay, 0.0))} after it was due"
+    return outcome, details
 
 
 def _utc(value: datetime) -> datetime:

@@ -159,7 +159,8 @@ class DeadlineChecks:
             state, ended = queries.run_end(session, dag_id, run_id)
             due = _parse(rows[0]["data"].get("due_at")) if isinstance(rows[0].get("data"), Mapping) else None
             for rule in sorted({row["rule"] for row in rows}):
-                result.alerts.append(_resolve(rule, dag_id, run_id, _ending(state, ended, due), now))
+                result.alerts.append(_resolve(rule, dag_id, run_id, _ending(state, ended, due), now,
+                                              _ending_details(state, ended, due)))
         return result
 
     def _forecast(self, session: Any, deadline: Deadline, run: Any, history: Any, now: datetime) -> Forecast | None:
@@ -206,7 +207,10 @@ class DeadlineChecks:
             summary = f"now forecast to make {when} with {format_duration(-late)} to spare ({p}); critical path: {path}"
         data = {"due_at": due.isoformat(), "forecast_finish_at": finish.isoformat(), "late_by_s": round(late, 1),
                 "quantile": deadline.quantile, "critical_path": list(forecast.critical_path),
-                "median_finish_at": (now + timedelta(seconds=forecast.median_s)).isoformat()}
+                "median_finish_at": (now + timedelta(seconds=forecast.median_s)).isoformat(),
+                # A later forecast is only made when it moved by update_after_move: sent at once, not held to
+                # the route's repeat_interval.
+                "notify_update": sequence > 1}
         return self._alert(deadline, run, "forecast", summary, data, sequence, now)
 
     def _missed(self, deadline: Deadline, run: Any, due: datetime, now: datetime) -> Alert:
@@ -243,7 +247,19 @@ def _ending(state: str | None, ended: datetime | None, due: datetime | None) -> 
     return f"{verb} {margin} {'before' if ended <= due else 'after'} its deadline"
 
 
-def _resolve(rule: str, dag_id: str, run_id: str, outcome: str, now: datetime) -> Alert:
+def _ending_details(state: str | None, ended: datetime | None, due: datetime | None) -> dict[str, Any] | None:
+    """How a run with deadline alerts ended, as data for the resolve notice (``deadline_resolve.j2``)."""
+    if state is None:
+        return None
+    return {"state": state, "ended_at": None if ended is None else ended.replace(microsecond=0).isoformat(),
+            "due_at": None if due is None else due.isoformat(),
+            "margin_s": None if ended is None or due is None else round((due - ended).total_seconds(), 1)}
+
+
+def _resolve(rule: str, dag_id: str, run_id: str, outcome: str, now: datetime,
+             details: Mapping[str, Any] | None = None) -> Alert:
+    """Closes the run's open alerts of ``rule`` (forecast and missed), and only that run's: overlapping runs of
+    the DAG each have their own."""
     return Alert(
         fingerprint=fingerprint(dag_id, rule, run_id, "forecast"),
         rule=rule,
@@ -253,6 +269,7 @@ def _resolve(rule: str, dag_id: str, run_id: str, outcome: str, now: datetime) -
         summary=outcome,
         dag_id=dag_id,
         run_id=run_id,
-        data={"resolved_by": f"{rule}: {outcome}"[:250], "resolves_rule": rule},
+        data={"resolved_by": f"{rule}: {outcome}"[:250], "resolves_rule": rule, "resolve_scope": "run",
+              **({"outcome": dict(details)} if details is not None else {})},
         occurred_at=now.isoformat(),
     )

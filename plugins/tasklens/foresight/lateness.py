@@ -10,6 +10,7 @@ One alert per DAG (per component), resolved once it is no longer late (heartbeat
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from tasklens.alerts import Alert, AlertKind, Severity, fingerprint
@@ -65,13 +66,16 @@ def heartbeat_alert(rule: Rule, job_type: str, hostname: str | None, last: datet
     )
 
 
-def resolve_alert(rule_name: str, dag_id: str, task_id: str | None, outcome: str, now: datetime) -> Alert:
-    """Closes the open late / heartbeat alert of the DAG (component)."""
+def resolve_alert(rule_name: str, dag_id: str, task_id: str | None, outcome: str, now: datetime,
+                  details: Mapping[str, object] | None = None) -> Alert:
+    """Closes the open late / heartbeat alert of the DAG (component); ``details``: how it ended, as data for the
+    resolve notice's template (a late run: started_at, delay_s)."""
     parts = (dag_id, rule_name) if task_id is None else (dag_id, task_id, rule_name)
     return Alert(
         fingerprint=fingerprint(*parts), rule=rule_name, kind=AlertKind.RESOLVE, severity=Severity.INFO,
         title=f"Resolved: {dag_id if task_id is None else COMPONENTS.get(task_id, task_id)}", summary=outcome,
         dag_id=dag_id, task_id=task_id, data={"resolved_by": f"{rule_name}: {outcome}"[:250],
-                                              "resolves_rule": rule_name},
+                                              "resolves_rule": rule_name,
+                                              **({"outcome": dict(details)} if details is not None else {})},
         occurred_at=now.isoformat(),
     )

@@ -7,6 +7,7 @@ limit and resolved once no attempt of that task is past it any more, saying how 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from datetime import datetime
 
 from tasklens.alerts import Alert, AlertKind, Severity, fingerprint
@@ -109,8 +110,10 @@ def stuck_alert(rule: Rule, attempt: Attempt, now: datetime) -> Alert | None:
     return _alert(rule, attempt, AlertKind.STUCK, f"Task stuck {attempt.state}: {name}", summary, data, now)
 
 
-def resolve_alert(rule_name: str, dag_id: str, task_id: str, outcome: str, now: datetime) -> Alert:
-    """Closes the open ``rule_name`` alert of the task; ``outcome`` says how it ended ("finished after 14m")."""
+def resolve_alert(rule_name: str, dag_id: str, task_id: str, outcome: str, now: datetime,
+                  details: Mapping[str, object] | None = None) -> Alert:
+    """Closes the open ``rule_name`` alert of the task; ``outcome`` says how it ended ("finished after 14m"),
+    ``details`` the same as data for the resolve notice's template (state, duration_s, ended_at, waiting_state)."""
     return Alert(
         fingerprint=fingerprint(dag_id, task_id, rule_name),
         rule=rule_name,
@@ -120,6 +123,7 @@ def resolve_alert(rule_name: str, dag_id: str, task_id: str, outcome: str, now: 
         summary=outcome,
         dag_id=dag_id,
         task_id=task_id,
-        data={"resolved_by": f"{rule_name}: {outcome}"[:250], "resolves_rule": rule_name},
+        data={"resolved_by": f"{rule_name}: {outcome}"[:250], "resolves_rule": rule_name,
+              **({"outcome": dict(details)} if details is not None else {})},
         occurred_at=now.isoformat(),
     )

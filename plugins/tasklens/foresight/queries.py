@@ -29,6 +29,7 @@ __all__ = [
     "known_dag_ids",
     "overdue_dags",
     "run_end",
+    "run_first_start",
     "run_tasks",
     "runs_in_flight",
     "success_history",
@@ -130,6 +131,15 @@ def run_end(session: Any, dag_id: str, run_id: str) -> tuple[str | None, datetim
     dr = DagRun.__table__.c
     row = session.execute(sa.select(dr.state, dr.end_date).where(dr.dag_id == dag_id, dr.run_id == run_id)).first()
     return (None, None) if row is None else (str(row.state), _aware(row.end_date))
+
+
+def run_first_start(session: Any, dag_id: str, run_id: str) -> datetime | None:
+    """When the run's first task instance started (``ti_dag_run``); None when none has."""
+    from airflow.models.taskinstance import TaskInstance  # noqa: PLC0415 - Airflow's ORM loads only in the api-server
+
+    ti = TaskInstance.__table__.c
+    started = session.scalar(sa.select(sa.func.min(ti.start_date)).where(ti.dag_id == dag_id, ti.run_id == run_id))
+    return _aware(started)
 
 
 def dag_tags(session: Any, dag_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:

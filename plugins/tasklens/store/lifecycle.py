@@ -236,8 +236,11 @@ class AlertLifecycle(StoreEngine):
             elif status == Status.OPEN.value:
                 known = deliveries or tuple(delivery_from_json(r) for r in existing["routes"] or ())
                 last = existing["last_notified_at"]
+                # An update that changed what the alert says (a deadline forecast that moved a lot) goes out now.
+                update = alert.data.get("notify_update") is True
                 queue = tuple(
-                    d for d in known if last is None or (now - last).total_seconds() >= d.repeat_interval_s
+                    d for d in known
+                    if update or last is None or (now - last).total_seconds() >= d.repeat_interval_s
                 )
             if queue:
                 updates["last_notified_at"] = now
@@ -277,17 +280,18 @@ class AlertLifecycle(StoreEngine):
 
     @staticmethod
     def _resolve_match(alert: Alert) -> Any:
-        """The open alerts a RESOLVE closes: its fingerprint, or the same rule on the same task; in both cases only
-        alerts last seen before it happened (a success read later must not close a newer failure's alert)."""
-        match = sa.or_(
-            alerts_table.c.open_key == alert.fingerprint,
-            sa.and_(
-                alerts_table.c.dag_id == alert.dag_id,
-                alerts_table.c.task_id.is_not_distinct_from(alert.task_id),
-                alerts_table.c.rule == alert.rule,
-                alerts_table.c.open_key.is_not(None),
-            ),
-        )
+        """The open alerts a RESOLVE closes: its fingerprint, or the same rule on the same task (of the same run
+        when its ``data["resolve_scope"]`` is ``"run"``: a run's deadline alerts); in both cases only alerts last
+        seen before it happened (a success read later must not close a newer failure's alert)."""
+        same_rule = [
+            alerts_table.c.dag_id == alert.dag_id,
+            alerts_table.c.task_id.is_not_distinct_from(alert.task_id),
+            alerts_table.c.rule == alert.rule,
+            alerts_table.c.open_key.is_not(None),
+        ]
+        if alert.data.get("resolve_scope") == "run":
+            same_rule.append(alerts_table.c.run_id.is_not_distinct_from(alert.run_id))
+        match = sa.or_(alerts_table.c.open_key == alert.fingerprint, sa.and_(*same_rule))
         happened = parse_ts(alert.occurred_at)
         return match if happened is None else sa.and_(match, alerts_table.c.last_seen <= happened)
 
@@ -308,10 +312,15 @@ class AlertLifecycle(StoreEngine):
         return False
 
     def _resolve(self, conn: Connection, alert: Alert, now: datetime, result: RecordResult, *, by: str) -> None:
-        query = sa.select(alerts_table.c.id, alerts_table.c.routes).where(self._resolve_match(alert))
+        query = sa.select(alerts_table.c.id, alerts_table.c.routes, alerts_table.c.data).where(
+            self._resolve_match(alert))
         if self.dialect == "postgresql":
             query = query.with_for_update()
+        outcome = alert.data.get("outcome")
         for row in conn.execute(query).mappings().all():
+            if isinstance(outcome, Mapping):  # how it ended (foresight's checks), for the resolve notice's template
+                conn.execute(alerts_table.update().where(alerts_table.c.id == row["id"])
+                             .values(data=json_safe({**(row["data"] or {}), "outcome": dict(outcome)})))
             self._close(conn, row["id"], row["routes"], now, by, result)
 
     def _close(

@@ -36,10 +36,13 @@ def test_done_and_running_tasks_count_only_what_is_left():
 
 
 def test_a_task_running_past_all_its_history_pushes_the_forecast_out():
-    """train at 60 min (history ~30): the forecast grows with its elapsed time instead of assuming it ends now."""
+    """train at 60 min (history ~30): the forecast grows with its elapsed time (15 % of it left) instead of
+    assuming it ends now."""
     progress = {t: TaskProgress("success") for t in ("extract", "preprocess", "report")}
     slow = forecast_finish(UPSTREAM, {**progress, "train": TaskProgress("running", 60 * 60)}, HISTORY, seed="r")
-    assert slow.median_s >= 15 * 60 + 5 * 60
+    assert slow.median_s >= 9 * 60 + 5 * 60
+    slower = forecast_finish(UPSTREAM, {**progress, "train": TaskProgress("running", 120 * 60)}, HISTORY, seed="r")
+    assert round(slower.median_s - slow.median_s) == 9 * 60
 
 
 def test_too_little_history_is_learning_and_forecasts_nothing():
