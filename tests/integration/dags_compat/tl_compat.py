@@ -37,7 +37,10 @@ def tl_compat_killed():
     def sleeper() -> None:
         ti = get_current_context()["ti"]
         MARKERS.mkdir(parents=True, exist_ok=True)
-        (MARKERS / f"{ti.dag_id}.{ti.task_id}.pid").write_text(str(os.getpid()))
+        marker = MARKERS / f"{ti.dag_id}.{ti.task_id}.pid"
+        # Written aside and renamed: the test polls for the file and must never read it empty.
+        marker.with_suffix(".tmp").write_text(str(os.getpid()))
+        os.replace(marker.with_suffix(".tmp"), marker)
         time.sleep(600)
 
     sleeper()

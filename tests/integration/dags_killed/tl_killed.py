@@ -18,7 +18,9 @@ def _sleep_with_marker() -> str:
         return "second attempt ran normally"
     MARKERS.mkdir(parents=True, exist_ok=True)
     marker = MARKERS / f"{ti.dag_id}.{ti.task_id}.{ti.run_id.replace(':', '_')}.{ti.try_number}.pid"
-    marker.write_text(str(os.getpid()))
+    # Written aside and renamed: the test polls for the file and must never read it empty.
+    marker.with_suffix(".tmp").write_text(str(os.getpid()))
+    os.replace(marker.with_suffix(".tmp"), marker)
     time.sleep(600)
     return "not killed"
 
