@@ -37,7 +37,6 @@ import math
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,7 +50,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 
-from tests.integration.stack import AIRFLOW, airflow_env, migrate  # noqa: E402
+from tests.integration.stack import airflow_env, migrate, run_airflow  # noqa: E402
 
 DAYS = 60
 WARMUP = 10
@@ -147,12 +146,7 @@ def build_metadata_db(home: Path, scenarios: list[Scenario]) -> None:
                                    "AIRFLOW__TASKLENS__EVENTS_PATH": ""})
     os.environ.update(env)  # before migrate(): it imports Airflow, whose settings read AIRFLOW_HOME once
     migrate(env, store=False)
-    started = time.monotonic()
-    result = subprocess.run([AIRFLOW, "dags", "reserialize"], env=env, capture_output=True, text=True, timeout=600,
-                            check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"airflow dags reserialize failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    print(f"airflow dags reserialize s: {time.monotonic() - started:.0f}", flush=True)
+    print(f"airflow dags reserialize s: {run_airflow(env, 'dags', 'reserialize'):.0f}", flush=True)
 
 
 class MetadataWriter:

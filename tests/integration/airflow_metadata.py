@@ -9,7 +9,6 @@ as Airflow archives a retried try (state ``failed``). Heartbeats stop 0-4 s befo
 
 from __future__ import annotations
 
-import subprocess
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import psycopg2
 
 from tests.integration.postgres import PostgresServer
-from tests.integration.stack import AIRFLOW, airflow_env
+from tests.integration.stack import airflow_env, run_airflow
 
 DAGS = 10_000
 TASKS_PER_RUN = 10
@@ -30,12 +29,7 @@ def build_metadata_db(
     """Airflow's schema by ``airflow db migrate``, then ``task_instances`` TIs ending up to ``now``; returns the URL."""
     url = pg.create_database("airflow")
     env = airflow_env(home, home / "dags", {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url})
-    started = time.monotonic()
-    result = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=900,
-                            check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"airflow db migrate failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    print(f"airflow db migrate: {time.monotonic() - started:.0f} s", flush=True)
+    print(f"airflow db migrate: {run_airflow(env, 'db', 'migrate', timeout=900):.0f} s", flush=True)
 
     runs = task_instances // TASKS_PER_RUN
     step_s = span.total_seconds() / runs  # one run every step_s seconds, the newest ending now

@@ -69,6 +69,16 @@ def airflow_env(home: Path, dags_folder: Path, extra: Mapping[str, str] | None =
     return env
 
 
+def run_airflow(env: Mapping[str, str], *args: str, timeout: float = 600) -> float:
+    """Run ``airflow <args>`` in ``env``; returns its seconds. Raises with the command's last output when it fails."""
+    started = time.monotonic()
+    result = subprocess.run([AIRFLOW, *args], env=dict(env), capture_output=True, text=True, timeout=timeout,
+                            check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"airflow {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return time.monotonic() - started
+
+
 def _template_db(timeout: float) -> Path:
     """A freshly migrated metadata DB, made once per machine and Airflow version and copied per home.
 
@@ -81,14 +91,7 @@ def _template_db(timeout: float) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not template.exists():
             with tempfile.TemporaryDirectory(prefix="tasklens-migrate-") as tmp:
-                env = airflow_env(Path(tmp), Path(tmp))
-                result = subprocess.run(
-                    [AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=timeout, check=False
-                )
-                if result.returncode != 0:
-                    raise RuntimeError(
-                        f"airflow db migrate failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-                    )
+                run_airflow(airflow_env(Path(tmp), Path(tmp)), "db", "migrate", timeout=timeout)
                 shutil.copyfile(Path(tmp) / "airflow.db", f"{template}.tmp")
                 os.replace(f"{template}.tmp", template)
     return template

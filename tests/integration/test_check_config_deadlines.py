@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.integration.stack import AIRFLOW, airflow_env, migrate
+from tests.integration.stack import airflow_env, migrate, run_airflow
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def airflow_home(tmp_path_factory):
     env = airflow_env(home, home / "dags", {"AIRFLOW__TASKLENS__STORE_URL": f"sqlite:///{home / 'tasklens.db'}",
                                             "AIRFLOW__TASKLENS__RULES_FILE": str(home / "rules.yml")})
     migrate(env)
-    subprocess.run([AIRFLOW, "dags", "reserialize"], env=env, capture_output=True, text=True, timeout=300, check=True)
+    run_airflow(env, "dags", "reserialize", timeout=300)
     return home, env
 
 
