@@ -61,16 +61,15 @@ def message_for(store: Store, channel: str, alert_ids: Sequence[int]) -> PostedM
         return None
     p = posted_messages_table.c
     with store.engine.execution_options(tasklens_read_only=True).begin() as conn:
-        refs = {(row[0], row[1]) for row in conn.execute(
-            sa.select(p.message_channel, p.message_ts).where(p.channel == channel, p.alert_id.in_(ids)))}
-        if len(refs) != 1:
-            return None
+        rows = conn.execute(
+            sa.select(p.message_channel, p.message_ts).where(p.channel == channel, p.alert_id.in_(ids))).all()
+        refs = {(row[0], row[1]) for row in rows}
+        if len(rows) != len(ids) or len(refs) != 1:
+            return None  # an alert without a message here, or the alerts are in several messages
         (message_channel, ts), = refs
         shown = conn.execute(sa.select(sa.func.count()).where(
             p.channel == channel, p.message_channel == message_channel, p.message_ts == ts)).scalar()
-        found = conn.execute(sa.select(sa.func.count()).where(
-            p.channel == channel, p.alert_id.in_(ids))).scalar()
-    return PostedMessage(message_channel, ts) if shown == found == len(ids) else None
+    return PostedMessage(message_channel, ts) if shown == len(ids) else None
 
 
 def message_among(store: Store, channel: str, alert_ids: Sequence[int]) -> PostedMessage | None:
