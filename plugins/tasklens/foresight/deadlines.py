@@ -205,7 +205,9 @@ class DeadlineChecks:
             summary = f"forecast to miss {when} by ~{format_duration(late)} ({p}); critical path: {path}"
         else:
             summary = f"now forecast to make {when} with {format_duration(-late)} to spare ({p}); critical path: {path}"
-        data = {"due_at": due.isoformat(), "forecast_finish_at": finish.isoformat(), "late_by_s": round(late, 1),
+        # Milliseconds, not tenths: the first pass past the deadline can be late by less than 0.05 s, which a
+        # coarser rounding would report as 0 late.
+        data = {"due_at": due.isoformat(), "forecast_finish_at": finish.isoformat(), "late_by_s": round(late, 3),
                 "quantile": deadline.quantile, "critical_path": list(forecast.critical_path),
                 "median_finish_at": (now + timedelta(seconds=forecast.median_s)).isoformat(),
                 # A later forecast is only made when it moved by update_after_move: sent at once, not held to
