@@ -302,6 +302,8 @@ def replay(scenario: Scenario) -> dict[str, float]:
     airflow_lead = statistics.median(airflow_leads) if airflow_leads else 0.0
     return {
         "days that missed the deadline": sum(truth),
+        "forecast warned days that missed": sum(p and m for p, m in zip(ours, truth, strict=True)),
+        "forecast warned days that made it": sum(p and not m for p, m in zip(ours, truth, strict=True)),
         "usual run length min": scenario.usual_length / 60,
         "deadline after start min": scenario.deadline_s / 60,
         "forecast precision": precision,
@@ -317,6 +319,22 @@ def replay(scenario: Scenario) -> dict[str, float]:
         "airflow average_runtime recall": airflow_recall,
         "airflow average_runtime median lead time min": airflow_lead / 60,
         "airflow average_runtime false alarms on normal days": airflow_false_alarms,
+    }
+
+
+def pooled(figures: dict[str, list[float]]) -> dict[str, float]:
+    """Over all seeds' days at once: a seed has 2-7 missed days, so its own precision moves by 0.15-0.5 per
+    warning; the pooled figures are the ones to compare with the goals."""
+    warned_missed = sum(figures["forecast warned days that missed"])
+    warned = warned_missed + sum(figures["forecast warned days that made it"])
+    missed = sum(figures["days that missed the deadline"])
+    return {
+        "pooled days that missed the deadline": missed,
+        "pooled forecast precision": warned_missed / warned if warned else 1.0,
+        "pooled forecast recall": warned_missed / missed if missed else 1.0,
+        "pooled forecast false alarms on normal days": sum(figures["forecast false alarms on normal days"]),
+        "pooled forecast false warnings on slowed days that ended within 10 % of the deadline":
+            sum(figures["forecast false warnings on slowed days that ended within 10 % of the deadline"]),
     }
 
 
@@ -338,6 +356,8 @@ def main(seeds: list[int]) -> None:
         print(f"median {name}: {statistics.median(values):.2f}")
     for name in ("forecast precision", "forecast recall", "forecast median lead time share of usual run"):
         print(f"min {name}: {min(figures[name]):.2f}")
+    for name, value in pooled(figures).items():
+        print(f"{name}: {value:.2f}")
 
 
 if __name__ == "__main__":

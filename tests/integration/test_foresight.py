@@ -113,9 +113,9 @@ def test_a_task_running_past_its_history_alerts_while_it_runs_and_resolves_when_
 
 
 def test_a_slow_run_is_forecast_to_miss_its_deadline_before_it_and_resolves_when_it_makes_it(stack, slack):
-    """History: prep ~0 s then work 20 s. Now prep runs 40 s: past ~28 s the p90 forecast (prep's overrun + work's
-    20 s) passes the 60 s deadline, alerted while the run is in flight and before the deadline; work takes 1 s this
-    time, so the run makes it and the alert resolves saying so."""
+    """History: prep ~0 s then work 20 s. Now prep runs 40 s: past ~38 s the p90 forecast (prep past all its history,
+    so a fifth of its usual ~0 s left, then work's 20 s) passes the 60 s deadline, alerted while the run is in flight
+    and before the deadline; work takes 1 s this time, so the run makes it and the alert resolves saying so."""
     dag_id = "tl_foresight_deadline"
     for _ in range(3):
         run_id = stack.trigger(dag_id, conf={"prep_s": 0, "work_s": 20})
