@@ -61,6 +61,7 @@ STEP_S = 60.0
 LAYERS, WIDTH = 5, 4
 DEADLINE_FACTOR = 1.3
 NEAR_MISS = 0.9  # a slowed day that made it with less than 10 % of the deadline to spare
+LIKELY = 0.5  # a warning (or its update) that said at least this chance to miss: the rest said they were close calls
 AVERAGE_RUNTIME_RUNS = 10  # DeadlineReference.AVERAGE_RUNTIME's default max_runs
 TUNING_SEEDS = (1, 2, 3, 4, *range(21, 41))
 REPORTED_SEEDS = tuple(range(41, 61))
@@ -248,8 +249,8 @@ def replay(scenario: Scenario) -> dict[str, float]:
         for day in range(WARMUP):
             writer.write(session, day, None)
     interval = None
-    truth, ours, airflows, leads, airflow_leads, best_leads = [], [], [], [], [], []
-    false_alarms = airflow_false_alarms = false_warnings = near_misses = 0
+    truth, ours, airflows, leads, airflow_leads, best_leads, likely_leads = [], [], [], [], [], [], []
+    false_alarms = airflow_false_alarms = false_warnings = near_misses = likely_true = likely_false = 0
     for day in range(WARMUP, DAYS):
         length = scenario.lengths[day]
         start = FIRST_DAY + timedelta(days=day)
@@ -258,7 +259,7 @@ def replay(scenario: Scenario) -> dict[str, float]:
         assert average is not None
         if interval is None:  # AVERAGE_RUNTIME + interval = the same deadline on a usual day
             interval = scenario.deadline_s - average
-        warned_at = None
+        warned_at = likely_at = None
         at_s = 0.0
         while at_s < min(length, scenario.deadline_s):
             simulated[0] = day * 86_400.0 + at_s
@@ -267,8 +268,11 @@ def replay(scenario: Scenario) -> dict[str, float]:
                 session.commit()
                 result = checks.deadlines.run(session, [deadline], [], checks.history, start
                                               + timedelta(seconds=at_s))
-            if any(alert.data.get("status") == "forecast" for alert in result.alerts):
+            warnings = [alert for alert in result.alerts if alert.data.get("status") == "forecast"]
+            if warnings and warned_at is None:
                 warned_at = at_s
+            if warnings and warnings[0].data["miss_chance"] >= LIKELY:
+                likely_at = at_s  # the chance the alert (or an update of it) says; no need to replay further
                 break
             at_s += STEP_S
         with create_session() as session:
@@ -283,6 +287,10 @@ def replay(scenario: Scenario) -> dict[str, float]:
         airflows.append(airflow_fired)
         if warned_at is not None and missed:
             leads.append(scenario.deadline_s - warned_at)
+        if likely_at is not None and missed:
+            likely_true += 1
+            likely_leads.append(scenario.deadline_s - likely_at)
+        likely_false += likely_at is not None and not missed
         if airflow_fired and missed:
             airflow_leads.append(max(scenario.deadline_s - airflow_deadline, 0.0))
         if day not in scenario.slow_days:
@@ -306,6 +314,10 @@ def replay(scenario: Scenario) -> dict[str, float]:
         "days that missed the deadline": sum(truth),
         "forecast warned days that missed": sum(p and m for p, m in zip(ours, truth, strict=True)),
         "forecast warned days that made it": sum(p and not m for p, m in zip(ours, truth, strict=True)),
+        "forecast days that missed said >= 50 % chance to miss before the deadline": likely_true,
+        "forecast days that made it said >= 50 % chance to miss": likely_false,
+        "forecast median lead time of the >= 50 % chance share of usual run":
+            (statistics.median(likely_leads) if likely_leads else 0.0) / scenario.usual_length,
         "usual run length min": scenario.usual_length / 60,
         "deadline after start min": scenario.deadline_s / 60,
         "forecast precision": precision,
@@ -337,6 +349,11 @@ def pooled(figures: dict[str, list[float]]) -> dict[str, float]:
         "pooled forecast false alarms on normal days": sum(figures["forecast false alarms on normal days"]),
         "pooled forecast false warnings on slowed days that ended within 10 % of the deadline":
             sum(figures["forecast false warnings on slowed days that ended within 10 % of the deadline"]),
+        # Read with the warnings' own chance: how many said a miss was likely before the deadline, and were wrong.
+        "pooled forecast days that missed said >= 50 % chance to miss before the deadline":
+            sum(figures["forecast days that missed said >= 50 % chance to miss before the deadline"]),
+        "pooled forecast days that made it said >= 50 % chance to miss":
+            sum(figures["forecast days that made it said >= 50 % chance to miss"]),
     }
 
 

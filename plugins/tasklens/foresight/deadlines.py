@@ -201,14 +201,17 @@ class DeadlineChecks:
         p = f"p{round(deadline.quantile * 100)}"
         when = _clock(due.astimezone(_zone_of(deadline)), deadline.zone) if deadline.by else deadline.label
         path = " → ".join(forecast.critical_path)
+        chance = forecast.chance_later_than((due - now).total_seconds())
+        odds = f"({p}; {round(chance * 100)} % chance to miss); critical path: {path}"
         if late > 0:
-            summary = f"forecast to miss {when} by ~{format_duration(late)} ({p}); critical path: {path}"
+            summary = f"forecast to miss {when} by ~{format_duration(late)} {odds}"
         else:
-            summary = f"now forecast to make {when} with {format_duration(-late)} to spare ({p}); critical path: {path}"
+            summary = f"now forecast to make {when} with {format_duration(-late)} to spare {odds}"
         # Milliseconds, not tenths: the first pass past the deadline can be late by less than 0.05 s, which a
         # coarser rounding would report as 0 late.
         data = {"due_at": due.isoformat(), "forecast_finish_at": finish.isoformat(), "late_by_s": round(late, 3),
-                "quantile": deadline.quantile, "critical_path": list(forecast.critical_path),
+                "quantile": deadline.quantile, "miss_chance": round(chance, 2),
+                "critical_path": list(forecast.critical_path),
                 "median_finish_at": (now + timedelta(seconds=forecast.median_s)).isoformat(),
                 # A later forecast is only made when it moved by update_after_move: sent at once, not held to
                 # the route's repeat_interval.

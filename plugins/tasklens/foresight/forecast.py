@@ -11,6 +11,7 @@ decides the median finish.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import random
 import statistics
@@ -45,12 +46,21 @@ class TaskProgress:
 @dataclasses.dataclass(frozen=True)
 class Forecast:
     """Seconds from now until the run finishes: ``finish_s`` at the requested quantile, ``median_s``; the
-    ``critical_path`` of remaining task ids; ``learning`` names tasks with too little history (then no finish)."""
+    ``critical_path`` of remaining task ids; ``learning`` names tasks with too little history (then no finish);
+    ``draws_s``, the simulated finishes in order."""
 
     finish_s: float
     median_s: float
     critical_path: tuple[str, ...]
     learning: tuple[str, ...] = ()
+    draws_s: tuple[float, ...] = ()
+
+    def chance_later_than(self, seconds: float) -> float:
+        """The share of the simulated finishes more than ``seconds`` from now: the chance of missing a deadline
+        that far away, which tells a 1-in-10 close call from a near-certain miss."""
+        if not self.draws_s:
+            return 1.0 if self.finish_s > seconds else 0.0
+        return (len(self.draws_s) - bisect.bisect_right(self.draws_s, seconds)) / len(self.draws_s)
 
 
 def _topological(upstream: Mapping[str, Sequence[str]]) -> list[str]:
@@ -138,7 +148,7 @@ def forecast_finish(
     finishes = sorted(simulate(False)[0] for _ in range(max(draws, 1)))
     median_finish, by_task = simulate(True)
     return Forecast(finish_s=quantile(finishes, q), median_s=median_finish,
-                    critical_path=_critical_path(upstream, by_task, pending))
+                    critical_path=_critical_path(upstream, by_task, pending), draws_s=tuple(finishes))
 
 
 def _critical_path(upstream: Mapping[str, Sequence[str]], finish: Mapping[str, float],

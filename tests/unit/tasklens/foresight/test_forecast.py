@@ -56,3 +56,13 @@ def test_too_little_history_is_learning_and_forecasts_nothing():
 def test_the_same_run_gets_the_same_forecast():
     """Seeded by the run: a repeat pass does not jitter the alert."""
     assert forecast_finish(UPSTREAM, {}, HISTORY, seed="a") == forecast_finish(UPSTREAM, {}, HISTORY, seed="a")
+
+
+def test_the_chance_of_finishing_later_than_a_deadline_comes_from_the_simulated_finishes():
+    """A fresh run usually takes ~50 min: almost surely later than 40 min from now, almost surely not 60."""
+    forecast = forecast_finish(UPSTREAM, {}, HISTORY, seed="run1")
+    assert len(forecast.draws_s) == 200 and list(forecast.draws_s) == sorted(forecast.draws_s)
+    assert forecast.chance_later_than(40 * 60) == 1.0
+    assert forecast.chance_later_than(60 * 60) == 0.0
+    assert 0.05 <= forecast.chance_later_than(forecast.finish_s - 1) <= 0.15  # just before the p90: ~1 in 10
+    assert 0.4 <= forecast.chance_later_than(forecast.median_s) <= 0.6

@@ -170,3 +170,6 @@ def test_a_forecast_that_moves_a_lot_is_sent_at_once_not_at_the_repeat_interval(
     assert len(one_pass(NOW + timedelta(minutes=12))) == 1
     (row,) = [a for a in store.list_alerts(limit=5) if a["status"] == "open"]
     assert row["summary"].startswith("forecast to miss 1h after the run start by ~45m") and row["occurrences"] == 2
+    # No simulated finishes here, only a p90 past the deadline: every one of them would be later.
+    assert row["summary"].endswith("(p90; 100 % chance to miss); critical path: train")
+    assert row["data"]["miss_chance"] == 1.0
