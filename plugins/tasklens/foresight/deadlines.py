@@ -34,6 +34,8 @@ __all__ = ["DeadlineChecks", "DeadlineResult", "deadline_rule", "matching_deadli
 
 #: How long a DAG's structure (from its serialized DAG) is reused before it is read again.
 STRUCTURE_TTL_S = 300.0
+#: A forecast whose chance to miss reaches this is sent at once as an update (a miss is now likely).
+LIKELY_MISS = 0.5
 _PROGRESS_ORDER = ("running", "queued", "scheduled", "up_for_retry", "up_for_reschedule", "deferred", None)
 
 
@@ -144,15 +146,17 @@ class DeadlineChecks:
                 result.learning.add((run.dag_id, run.run_id))
                 continue
             finish = now + timedelta(seconds=forecast.finish_s)
+            chance = forecast.chance_later_than((due - now).total_seconds())
             previous = existing.get("forecast")
             if finish <= due and previous is None:
                 continue
             if previous is not None:
                 before = _parse(previous["data"].get("forecast_finish_at"))
-                if before is not None and abs((finish - before).total_seconds()) < deadline.update_after_move_s:
+                moved = before is None or abs((finish - before).total_seconds()) >= deadline.update_after_move_s
+                if not moved and not _became_likely(previous["data"].get("miss_chance"), chance):
                     continue
             sequence = int(previous["try_number"] or 1) + 1 if previous is not None else 1
-            result.alerts.append(self._at_risk(deadline, run, due, finish, forecast, sequence, now))
+            result.alerts.append(self._at_risk(deadline, run, due, finish, forecast, chance, sequence, now))
         for (dag_id, run_id), rows in open_by_run.items():
             if (dag_id, run_id) in in_flight:
                 continue
@@ -196,12 +200,11 @@ class DeadlineChecks:
         )
 
     def _at_risk(self, deadline: Deadline, run: Any, due: datetime, finish: datetime, forecast: Forecast,
-                 sequence: int, now: datetime) -> Alert:
+                 chance: float, sequence: int, now: datetime) -> Alert:
         late = (finish - due).total_seconds()
         p = f"p{round(deadline.quantile * 100)}"
         when = _clock(due.astimezone(_zone_of(deadline)), deadline.zone) if deadline.by else deadline.label
         path = " → ".join(forecast.critical_path)
-        chance = forecast.chance_later_than((due - now).total_seconds())
         odds = f"({p}; {round(chance * 100)} % chance to miss); critical path: {path}"
         if late > 0:
             summary = f"forecast to miss {when} by ~{format_duration(late)} {odds}"
@@ -222,6 +225,12 @@ class DeadlineChecks:
         when = _clock(due.astimezone(_zone_of(deadline)), deadline.zone) if deadline.by else deadline.label
         summary = f"missed {when}: still running {format_duration((now - due).total_seconds())} after its deadline"
         return self._alert(deadline, run, "missed", summary, {"due_at": due.isoformat()}, 1, now)
+
+
+def _became_likely(before: Any, chance: float) -> bool:
+    """The chance to miss crossed 50 % since the last message: worth one at once, however little the finish moved
+    (the first warning comes at about 1 in 10; benchmarks/forecast.py counts the days that reach 50 %)."""
+    return chance >= LIKELY_MISS and not (isinstance(before, int | float) and before >= LIKELY_MISS)
 
 
 def _zone_of(deadline: Deadline) -> Any:

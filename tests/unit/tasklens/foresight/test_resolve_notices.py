@@ -98,8 +98,8 @@ def test_a_deadline_resolve_says_the_run_made_it_and_closes_only_that_run(store,
     due_a, due_b = NOW + timedelta(hours=1), NOW + timedelta(minutes=80)
     forecast = deadline_checks.Forecast(finish_s=5000.0, median_s=4000.0, critical_path=("train", "score"))
     _record(store,
-            checks._at_risk(DEADLINE, run_a, due_a, due_a + timedelta(minutes=25), forecast, 1, NOW),
-            checks._at_risk(DEADLINE, run_b, due_b, due_b + timedelta(minutes=25), forecast, 1, NOW))
+            checks._at_risk(DEADLINE, run_a, due_a, due_a + timedelta(minutes=25), forecast, 1.0, 1, NOW),
+            checks._at_risk(DEADLINE, run_b, due_b, due_b + timedelta(minutes=25), forecast, 1.0, 1, NOW))
     assert len(_open_rows(store)) == 2
     ended_a = NOW + timedelta(minutes=50)
     monkeypatch.setattr(queries, "runs_in_flight", lambda session: [run_b])
@@ -173,3 +173,38 @@ def test_a_forecast_that_moves_a_lot_is_sent_at_once_not_at_the_repeat_interval(
     # No simulated finishes here, only a p90 past the deadline: every one of them would be later.
     assert row["summary"].endswith("(p90; 100 % chance to miss); critical path: train")
     assert row["data"]["miss_chance"] == 1.0
+
+
+def test_a_forecast_whose_chance_to_miss_becomes_likely_is_sent_at_once(store, monkeypatch):
+    """The first warning says 15 % (a close call). A pass later the p90 moved only 2 min, but half the simulated
+    finishes are now after the deadline: the update goes out at once. Past 50 % already, a small move sends nothing."""
+    run = _run("manual__a", NOW)
+    checks = deadline_checks.DeadlineChecks()
+    due = NOW + timedelta(hours=1)
+    state = {"late_min": 1, "after": 15}  # the p90's minutes past the deadline; simulated finishes after it, of 100
+
+    def forecast(session, deadline, run, history, now):
+        to_due = (due - now).total_seconds()
+        draws = sorted([to_due - 60.0] * (100 - state["after"]) + [to_due + 600.0] * state["after"])
+        return deadline_checks.Forecast(finish_s=to_due + 60 * state["late_min"], median_s=0.0,
+                                        critical_path=("train",), draws_s=tuple(draws))
+
+    monkeypatch.setattr(queries, "runs_in_flight", lambda session: [run])
+    monkeypatch.setattr(checks, "_forecast", forecast)
+    to_slack = Delivery(route="all", channel="slack", channel_type="slack", group_key="run", repeat_interval_s=3600)
+
+    def one_pass(at: datetime) -> list[int]:
+        alerts = checks.run(None, [DEADLINE], _open_rows(store), None, at).alerts
+        return store.record([(alert, (to_slack,)) for alert in alerts]).queued_delivery_ids if alerts else []
+
+    def open_row() -> dict:
+        (row,) = [a for a in store.list_alerts(limit=5) if a["status"] == "open"]
+        return row
+
+    assert len(one_pass(NOW + timedelta(minutes=10))) == 1
+    assert "(p90; 15 % chance to miss)" in open_row()["summary"] and open_row()["data"]["miss_chance"] == 0.15
+    state.update(late_min=3, after=55)
+    assert len(one_pass(NOW + timedelta(minutes=11))) == 1
+    assert "(p90; 55 % chance to miss)" in open_row()["summary"] and open_row()["data"]["notify_update"] is True
+    state.update(late_min=4, after=70)
+    assert one_pass(NOW + timedelta(minutes=12)) == []
