@@ -6,12 +6,13 @@ real OTel SDK tracer provider (not the global one) with an in-memory exporter, a
 
 from __future__ import annotations
 
+import atexit
 import json
 import subprocess
 import sys
 
 import pytest
-from airflow.sdk._shared.observability.metrics import stats
+from airflow.sdk._shared.observability.metrics import otel_logger, stats
 from airflow.sdk.observability.metrics import stats_utils
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -59,6 +60,9 @@ def flush_and_stop() -> None:
         backend.flush_at_exit()
     elif isinstance(backend, otel._AirflowFacade):
         backend.module._get_backend().otel.shutdown(timeout_millis=5000)
+        # Airflow registered a flush of this provider at exit; shut down, it would only log "Exporter already
+        # shutdown" into pytest's closed streams after the run.
+        atexit.unregister(otel_logger.flush_otel_metrics)
 
 
 @pytest.fixture
