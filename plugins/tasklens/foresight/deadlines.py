@@ -216,8 +216,8 @@ class DeadlineChecks:
                 "quantile": deadline.quantile, "miss_chance": round(chance, 2),
                 "critical_path": list(forecast.critical_path),
                 "median_finish_at": (now + timedelta(seconds=forecast.median_s)).isoformat(),
-                # A later forecast is only made when it moved by update_after_move: sent at once, not held to
-                # the route's repeat_interval.
+                # A later forecast is only made when it moved by update_after_move or a miss became likely:
+                # sent at once, not held to the route's repeat_interval.
                 "notify_update": sequence > 1}
         return self._alert(deadline, run, "forecast", summary, data, sequence, now)
 
@@ -230,7 +230,7 @@ class DeadlineChecks:
 def _became_likely(before: Any, chance: float) -> bool:
     """The chance to miss crossed 50 % since the last message: worth one at once, however little the finish moved
     (the first warning comes at about 1 in 10; benchmarks/forecast.py counts the days that reach 50 %)."""
-    return chance >= LIKELY_MISS and not (isinstance(before, int | float) and before >= LIKELY_MISS)
+    return chance >= LIKELY_MISS > (before or 0.0)  # before: None on an alert raised before miss_chance existed
 
 
 def _zone_of(deadline: Deadline) -> Any:

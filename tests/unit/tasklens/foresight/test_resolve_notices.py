@@ -146,6 +146,19 @@ def test_a_late_run_resolve_says_when_it_started(store, monkeypatch):
     assert store.list_alerts(limit=5)[0]["resolved_by"] == f"dag_late: {outcome}"
 
 
+def _passes_to_slack(store: Store, checks: deadline_checks.DeadlineChecks, run: SimpleNamespace, monkeypatch):
+    """One deadline pass at a given time with ``run`` in flight, its alerts recorded for a Slack route with a 1h
+    repeat interval: the delivery ids it queued."""
+    monkeypatch.setattr(queries, "runs_in_flight", lambda session: [run])
+    to_slack = Delivery(route="all", channel="slack", channel_type="slack", group_key="run", repeat_interval_s=3600)
+
+    def one_pass(at: datetime) -> list[int]:
+        alerts = checks.run(None, [DEADLINE], _open_rows(store), None, at).alerts
+        return store.record([(alert, (to_slack,)) for alert in alerts]).queued_delivery_ids if alerts else []
+
+    return one_pass
+
+
 def test_a_forecast_that_moves_a_lot_is_sent_at_once_not_at_the_repeat_interval(store, monkeypatch):
     """A run forecast to miss by 25m: the alert goes out. A pass later the forecast moved 2 min: nothing new. Then
     it moved 20 min (past update_after_move, 10m): the update is queued to the channel at once, although the
@@ -154,14 +167,9 @@ def test_a_forecast_that_moves_a_lot_is_sent_at_once_not_at_the_repeat_interval(
     checks = deadline_checks.DeadlineChecks()
     due = NOW + timedelta(hours=1)
     finish = [due + timedelta(minutes=25)]
-    monkeypatch.setattr(queries, "runs_in_flight", lambda session: [run])
     monkeypatch.setattr(checks, "_forecast", lambda session, deadline, run, history, now: deadline_checks.Forecast(
         finish_s=(finish[0] - now).total_seconds(), median_s=0.0, critical_path=("train",)))
-    to_slack = Delivery(route="all", channel="slack", channel_type="slack", group_key="run", repeat_interval_s=3600)
-
-    def one_pass(at: datetime) -> list[int]:
-        alerts = checks.run(None, [DEADLINE], _open_rows(store), None, at).alerts
-        return store.record([(alert, (to_slack,)) for alert in alerts]).queued_delivery_ids if alerts else []
+    one_pass = _passes_to_slack(store, checks, run, monkeypatch)
 
     assert len(one_pass(NOW + timedelta(minutes=10))) == 1
     finish[0] += timedelta(minutes=2)
@@ -189,13 +197,8 @@ def test_a_forecast_whose_chance_to_miss_becomes_likely_is_sent_at_once(store, m
         return deadline_checks.Forecast(finish_s=to_due + 60 * state["late_min"], median_s=0.0,
                                         critical_path=("train",), draws_s=tuple(draws))
 
-    monkeypatch.setattr(queries, "runs_in_flight", lambda session: [run])
     monkeypatch.setattr(checks, "_forecast", forecast)
-    to_slack = Delivery(route="all", channel="slack", channel_type="slack", group_key="run", repeat_interval_s=3600)
-
-    def one_pass(at: datetime) -> list[int]:
-        alerts = checks.run(None, [DEADLINE], _open_rows(store), None, at).alerts
-        return store.record([(alert, (to_slack,)) for alert in alerts]).queued_delivery_ids if alerts else []
+    one_pass = _passes_to_slack(store, checks, run, monkeypatch)
 
     def open_row() -> dict:
         (row,) = [a for a in store.list_alerts(limit=5) if a["status"] == "open"]
