@@ -66,6 +66,9 @@ def airflow_env(home: Path, dags_folder: Path, extra: Mapping[str, str] | None =
         }
     )
     env.update(extra or {})
+    if env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
+        for key in ("SQL_ALCHEMY_CONNECT_ARGS", "SQL_ALCHEMY_CONNECT_ARGS_ASYNC"):
+            env.setdefault(f"AIRFLOW__DATABASE__{key}", "tests.integration.sqlite_settings.CONNECT_ARGS")
     return env
 
 
