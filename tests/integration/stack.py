@@ -54,7 +54,11 @@ def airflow_env(home: Path, dags_folder: Path, extra: Mapping[str, str] | None =
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
                 f"{u}:{'admin' if u == 'admin' else 'viewer'}" for u in USERS
             ),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            # SQLite serialises writers even in WAL mode: with the scheduler, the dag-processor and the api-server
+            # writing at once on a loaded 2-core machine, a write can wait past sqlite3's default 5 s busy timeout,
+            # and the api-server answers HTTP 500 "Database error" (an unpausing PATCH, in CI). PostgreSQL would
+            # wait on the row lock; timeout=60 (SQLAlchemy passes it to sqlite3.connect) gives SQLite that patience.
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}?timeout=60",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
             "AIRFLOW__TASKLENS__STORE_URL": f"sqlite:///{home / 'tasklens.db'}",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
@@ -66,9 +70,6 @@ def airflow_env(home: Path, dags_folder: Path, extra: Mapping[str, str] | None =
         }
     )
     env.update(extra or {})
-    if env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
-        for key in ("SQL_ALCHEMY_CONNECT_ARGS", "SQL_ALCHEMY_CONNECT_ARGS_ASYNC"):
-            env.setdefault(f"AIRFLOW__DATABASE__{key}", "tests.integration.sqlite_settings.CONNECT_ARGS")
     return env
 
 
