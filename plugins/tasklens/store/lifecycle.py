@@ -193,6 +193,7 @@ class AlertLifecycle(StoreEngine):
             "last_seen": now,
         }
         queue: tuple[Delivery, ...] = ()
+        joined: tuple[Delivery, ...] = ()
         if existing is None:
             routes = [delivery_to_json(d) for d in deliveries]
             escalations = [
@@ -227,6 +228,7 @@ class AlertLifecycle(StoreEngine):
                 "severity": severity.value,
                 "occurrences": existing["occurrences"] + 1,
             }
+            joined = _join_routes(existing, deliveries, now, updates)
             status = existing["status"]
             muted_until = existing["muted_until"]
             if status == Status.MUTED.value and not muted and (muted_until is None or muted_until <= now):
@@ -236,11 +238,12 @@ class AlertLifecycle(StoreEngine):
             elif status == Status.OPEN.value:
                 known = deliveries or tuple(delivery_from_json(r) for r in existing["routes"] or ())
                 last = existing["last_notified_at"]
-                # An update that changed what the alert says (a deadline forecast that moved a lot) goes out now.
+                # An update that changed what the alert says (a deadline forecast that moved a lot) goes out now,
+                # and so does the first message of a route the alert has just joined.
                 update = alert.data.get("notify_update") is True
                 queue = tuple(
                     d for d in known
-                    if update or last is None or (now - last).total_seconds() >= d.repeat_interval_s
+                    if update or d in joined or last is None or (now - last).total_seconds() >= d.repeat_interval_s
                 )
             if queue:
                 updates["last_notified_at"] = now
@@ -273,8 +276,9 @@ class AlertLifecycle(StoreEngine):
         else:
             result.folded += 1
         result.alert_ids.append(alert_id)
-        kind = "alert" if existing is None or existing["status"] == Status.MUTED.value else "repeat"
+        first = existing is None or existing["status"] == Status.MUTED.value
         for delivery in queue:
+            kind = "alert" if first or delivery in joined else "repeat"  # a route's first message is an alert
             result.queued_delivery_ids.append(queue_delivery(conn, alert_id, kind, delivery, now))
         return int(alert_id)
 
@@ -414,3 +418,23 @@ class AlertLifecycle(StoreEngine):
                     .values(status=Status.MUTED.value, muted_until=until, acked_by=by, acked_at=now)
                 ).rowcount
             )
+
+
+def _join_routes(existing: Mapping[str, Any], deliveries: tuple[Delivery, ...], now: datetime,
+                 updates: dict[str, Any]) -> tuple[Delivery, ...]:
+    """The deliveries of routes (and channels) an open alert matches for the first time, added to its routes in
+    ``updates``: its severity rose (a deadline forecast that became a likely miss turns critical). Their escalation
+    counts from now, not from the alert's first sighting."""
+    stored = existing["routes"] or []
+    known = {(route.get("route"), route.get("channel")) for route in stored}
+    joined = tuple(d for d in deliveries if (d.route, d.channel) not in known)
+    if not joined:
+        return ()
+    updates["routes"] = [*stored, *({**delivery_to_json(d), "since": now.isoformat()} for d in joined)]
+    escalations = [now + timedelta(seconds=d.escalate_after_s) for d in joined
+                   if d.escalate_after_s is not None and d.escalation_channels]
+    if escalations:
+        pending = parse_ts(existing["escalate_at"]) if existing["escalated_at"] is None else None
+        updates["escalate_at"] = min(escalations + ([pending] if pending is not None else []))
+        updates["escalated_at"] = None
+    return joined

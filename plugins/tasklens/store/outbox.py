@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from tasklens.alerts import Delivery, Status
 from tasklens.exceptions import StoreError
 from tasklens.store.engine import StoreEngine
-from tasklens.store.rows import delivery_from_json, fitted_delivery
+from tasklens.store.rows import delivery_from_json, fitted_delivery, parse_ts
 from tasklens.store.schema import MAX_ERROR, alerts_table, channel_slots_table, deliveries_table
 from tasklens.text import bounded as _bounded
 
@@ -399,10 +399,13 @@ class Outbox(StoreEngine):
                 )
                 due: list[Delivery] = []
                 later: list[datetime] = []
-                for route in (delivery_from_json(r) for r in row["routes"] or ()):
+                for stored in row["routes"] or ():
+                    route = delivery_from_json(stored)
                     if route.escalate_after_s is None or set(route.escalation_channels) <= escalated:
                         continue
-                    at = row["first_seen"] + timedelta(seconds=route.escalate_after_s)
+                    # A route the alert joined later (its severity rose) counts from then.
+                    since = parse_ts(stored.get("since")) or row["first_seen"]
+                    at = since + timedelta(seconds=route.escalate_after_s)
                     if at <= now:
                         due.append(route)
                     else:

@@ -272,6 +272,29 @@ def test_escalation_is_queued_once_after_escalate_after(store, clock):
     assert kinds == [("slack", "alert"), ("email", "escalation")]
 
 
+def test_an_alert_whose_severity_rises_joins_the_new_route_at_once_and_escalates_from_then(store, clock):
+    """A warning on the warning route (repeat 1h, no escalation). 20 min later an occurrence at critical matches the
+    critical route too (escalate to email after 30m): its message goes out at once, and its escalation comes 30 min
+    after the rise, not after the first sighting. Folding the same route again joins nothing."""
+    warning_route = slack(route="warning")
+    critical_route = slack(route="critical", escalate_after_s=1800, escalation_channels=("email",))
+    store.record([(make_alert(severity=Severity.WARNING), [warning_route])])
+    clock.advance(1200)
+    result = store.record([(make_alert(severity=Severity.CRITICAL, try_number=2), [warning_route, critical_route])])
+    assert [(d["route"], d["kind"]) for d in store.deliveries()] == [("warning", "alert"), ("critical", "alert")]
+    assert len(result.queued_delivery_ids) == 1
+    (row,) = store.list_alerts()
+    assert row["severity"] == "critical"
+    clock.advance(1799)
+    assert store.queue_escalations() == []
+    clock.advance(1)
+    assert len(store.queue_escalations()) == 1
+    clock.advance(600)
+    store.record([(make_alert(severity=Severity.CRITICAL, try_number=3), [warning_route, critical_route])])
+    assert [(d["channel"], d["kind"]) for d in store.deliveries()][2:] == [("email", "escalation")]
+    assert store.queue_escalations() == []
+
+
 def test_acknowledged_alert_does_not_escalate(store, clock):
     """Acknowledging an alert stops its escalation."""
     result = store.record([(make_alert(), [slack(escalate_after_s=60, escalation_channels=("email",))])])
