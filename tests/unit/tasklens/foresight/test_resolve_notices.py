@@ -7,12 +7,14 @@ integration test covers those reads).
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
 
-from tasklens.alerts import Delivery, Notification
+from tasklens import routing
+from tasklens.alerts import Delivery, Notification, Severity
 from tasklens.deadlines import Deadline
 from tasklens.foresight import deadlines as deadline_checks
 from tasklens.foresight import lateness, queries
@@ -183,13 +185,10 @@ def test_a_forecast_that_moves_a_lot_is_sent_at_once_not_at_the_repeat_interval(
     assert row["data"]["miss_chance"] == 1.0
 
 
-def test_a_forecast_whose_chance_to_miss_becomes_likely_is_sent_at_once(store, monkeypatch):
-    """The first warning says 15 % (a close call). A pass later the p90 moved only 2 min, but half the simulated
-    finishes are now after the deadline: the update goes out at once. Past 50 % already, a small move sends nothing."""
-    run = _run("manual__a", NOW)
-    checks = deadline_checks.DeadlineChecks()
-    due = NOW + timedelta(hours=1)
-    state = {"late_min": 1, "after": 15}  # the p90's minutes past the deadline; simulated finishes after it, of 100
+def _forecast_with_chance(checks: deadline_checks.DeadlineChecks, due: datetime, monkeypatch) -> dict[str, int]:
+    """Stands in for the forecast: its p90 ``late_min`` minutes past ``due``, and ``after`` of its 100 simulated
+    finishes after it (set them in the returned dict between passes)."""
+    state = {"late_min": 1, "after": 15}
 
     def forecast(session, deadline, run, history, now):
         to_due = (due - now).total_seconds()
@@ -198,6 +197,15 @@ def test_a_forecast_whose_chance_to_miss_becomes_likely_is_sent_at_once(store, m
                                         critical_path=("train",), draws_s=tuple(draws))
 
     monkeypatch.setattr(checks, "_forecast", forecast)
+    return state
+
+
+def test_a_forecast_whose_chance_to_miss_becomes_likely_is_sent_at_once(store, monkeypatch):
+    """The first warning says 15 % (a close call). A pass later the p90 moved only 2 min, but half the simulated
+    finishes are now after the deadline: the update goes out at once. Past 50 % already, a small move sends nothing."""
+    run = _run("manual__a", NOW)
+    checks = deadline_checks.DeadlineChecks()
+    state = _forecast_with_chance(checks, NOW + timedelta(hours=1), monkeypatch)
     one_pass = _passes_to_slack(store, checks, run, monkeypatch)
 
     def open_row() -> dict:
@@ -211,3 +219,35 @@ def test_a_forecast_whose_chance_to_miss_becomes_likely_is_sent_at_once(store, m
     assert "(p90; 55 % chance to miss)" in open_row()["summary"] and open_row()["data"]["notify_update"] is True
     state.update(late_min=4, after=70)
     assert one_pass(NOW + timedelta(minutes=12)) == []
+
+
+def test_a_critical_deadline_pages_only_once_a_miss_is_likely(store, monkeypatch):
+    """``severity: critical``, with the built-in routes (critical: Slack, escalated to email after 30m; warning:
+    Slack). The 15 % close call is a warning on the warning route, which never escalates. The update at 55 % is
+    critical: it joins the critical route at once, and its escalation to email comes 30 min after that update."""
+    deadline = dataclasses.replace(DEADLINE, severity=Severity.CRITICAL)
+    monkeypatch.setattr(queries, "runs_in_flight", lambda session: [_run("manual__a", NOW)])
+    checks = deadline_checks.DeadlineChecks()
+    state = _forecast_with_chance(checks, NOW + timedelta(hours=1), monkeypatch)
+    clock = [NOW]
+    store.clock = lambda: clock[0]
+
+    def one_pass(at: datetime) -> list[tuple[str, str]]:
+        clock[0] = at
+        alerts = checks.run(None, [deadline], _open_rows(store), None, at).alerts
+        store.record([(alert, tuple(routing.route(alert, RULES))) for alert in alerts])
+        return [(alert.severity.value, delivery.route) for alert in alerts for delivery in routing.route(alert, RULES)]
+
+    assert one_pass(NOW + timedelta(minutes=10)) == [("warning", "warning")]
+    clock[0] = NOW + timedelta(minutes=45)
+    assert store.queue_escalations() == []
+    state.update(late_min=3, after=55)
+    assert one_pass(NOW + timedelta(minutes=46)) == [("critical", "critical")]
+    assert [(d["route"], d["kind"]) for d in store.deliveries()] == [("warning", "alert"), ("critical", "alert")]
+    (row,) = [a for a in store.list_alerts(limit=5) if a["status"] == "open"]
+    assert row["severity"] == "critical" and "(p90; 55 % chance to miss)" in row["summary"]
+    clock[0] = NOW + timedelta(minutes=46 + 29)
+    assert store.queue_escalations() == []
+    clock[0] = NOW + timedelta(minutes=46 + 30)
+    assert len(store.queue_escalations()) == 1
+    assert store.deliveries()[-1]["channel"] == "email" and store.deliveries()[-1]["kind"] == "escalation"
