@@ -127,10 +127,15 @@ def test_a_slow_run_is_forecast_to_miss_its_deadline_before_it_and_resolves_when
     assert stack.run_state(dag_id, run_id) == "running"
     assert alert["rule"] == "deadline:tl_deadline" and alert["run_id"] == run_id and alert["status"] == "open"
     assert alert["data"]["status"] == "forecast" and alert["data"]["late_by_s"] > 0
-    # prep -> work while prep still runs, or work alone once prep has ended (how fast this machine is decides)
-    assert alert["summary"].startswith("forecast to miss ") and "(p90; " in alert["summary"]
-    assert " % chance to miss); critical path: " in alert["summary"]
+    # prep -> work while prep still runs, or work alone once prep has ended (how fast this machine is decides,
+    # and so whether the first forecast is a close call or a likely miss)
     assert 0.1 <= alert["data"]["miss_chance"] <= 1  # the p90 is past the deadline: at least 1 in 10
+    if alert["data"]["miss_chance"] < 0.5:
+        assert alert["summary"].startswith("may miss 1m after the run start: ")
+        assert " % chance (p90 finish ~" in alert["summary"]
+    else:
+        assert alert["summary"].startswith("forecast to miss 1m after the run start by ~")
+        assert " % chance to miss); critical path: " in alert["summary"]
     assert alert["summary"].endswith("work") and alert["data"]["critical_path"][-1] == "work"
     assert alert["last_seen"] < datetime.fromisoformat(alert["data"]["due_at"])  # warned before the deadline
     assert stack.wait_for_run(dag_id, run_id, timeout=180) == "success"

@@ -4,10 +4,10 @@ For each running DAG run a ``deadlines:`` entry matches (DAG id glob or tag): it
 ``within:`` after the run start or data interval end), its forecast finish (:mod:`.forecast`: the DAG's structure
 from the serialized DAG, each remaining task's history), and then
 
-* the p90 finish past the deadline, before the deadline: a "forecast to miss" alert (updated when the forecast
-  moves by more than ``update_after_move`` or its chance to miss reaches 50 %). A close call (under 50 %) is a
-  heads-up at warning severity at most; the deadline's own severity (a page, when it is critical) comes with the
-  update that says a miss is likely;
+* the p90 finish past the deadline, before the deadline: a "deadline at risk" alert (updated when the forecast
+  moves by more than ``update_after_move`` or its chance to miss reaches 50 %). Under 50 % it is a heads-up ("may
+  miss 06:00: 15 % chance"), at warning severity at most; from 50 % it says "forecast to miss", with the
+  deadline's own severity (a page, when it is critical);
 * the deadline passed with the run still in flight: a "missed" alert;
 * the run ended: its deadline alerts resolve, saying whether it made it.
 
@@ -149,7 +149,8 @@ class DeadlineChecks:
                 result.learning.add((run.dag_id, run.run_id))
                 continue
             finish = now + timedelta(seconds=forecast.finish_s)
-            chance = forecast.chance_later_than((due - now).total_seconds())
+            # Rounded once, so the message, the stored miss_chance and the severity say the same thing.
+            chance = round(forecast.chance_later_than((due - now).total_seconds()), 2)
             previous = existing.get("forecast")
             if finish <= due and previous is None:
                 continue
@@ -209,14 +210,17 @@ class DeadlineChecks:
         when = _clock(due.astimezone(_zone_of(deadline)), deadline.zone) if deadline.by else deadline.label
         path = " → ".join(forecast.critical_path)
         odds = f"({p}; {round(chance * 100)} % chance to miss); critical path: {path}"
-        if late > 0:
+        if late > 0 and chance < LIKELY_MISS:  # a close call reads as one: a heads-up, not a prediction
+            summary = (f"may miss {when}: {round(chance * 100)} % chance ({p} finish ~{format_duration(late)} after "
+                       f"it); critical path: {path}")
+        elif late > 0:
             summary = f"forecast to miss {when} by ~{format_duration(late)} {odds}"
         else:
             summary = f"now forecast to make {when} with {format_duration(-late)} to spare {odds}"
         # Milliseconds, not tenths: the first pass past the deadline can be late by less than 0.05 s, which a
         # coarser rounding would report as 0 late.
         data = {"due_at": due.isoformat(), "forecast_finish_at": finish.isoformat(), "late_by_s": round(late, 3),
-                "quantile": deadline.quantile, "miss_chance": round(chance, 2),
+                "quantile": deadline.quantile, "miss_chance": chance,
                 "critical_path": list(forecast.critical_path),
                 "median_finish_at": (now + timedelta(seconds=forecast.median_s)).isoformat(),
                 # A later forecast is only made when it moved by update_after_move or a miss became likely:

@@ -213,10 +213,14 @@ def test_a_forecast_whose_chance_to_miss_becomes_likely_is_sent_at_once(store, m
         return row
 
     assert len(one_pass(NOW + timedelta(minutes=10))) == 1
-    assert "(p90; 15 % chance to miss)" in open_row()["summary"] and open_row()["data"]["miss_chance"] == 0.15
+    assert open_row()["summary"] == "may miss 1h after the run start: 15 % chance (p90 finish ~1m after it); " \
+        "critical path: train"
+    assert open_row()["data"]["miss_chance"] == 0.15
     state.update(late_min=3, after=55)
     assert len(one_pass(NOW + timedelta(minutes=11))) == 1
-    assert "(p90; 55 % chance to miss)" in open_row()["summary"] and open_row()["data"]["notify_update"] is True
+    assert open_row()["summary"] == "forecast to miss 1h after the run start by ~3m (p90; 55 % chance to miss); " \
+        "critical path: train"
+    assert open_row()["data"]["notify_update"] is True
     state.update(late_min=4, after=70)
     assert one_pass(NOW + timedelta(minutes=12)) == []
 
