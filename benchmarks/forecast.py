@@ -268,7 +268,8 @@ def replay(scenario: Scenario) -> SeedResult:
     interval = None
     truth, ours, airflows, leads, airflow_leads, best_leads = [], [], [], [], [], []
     false_alarms = airflow_false_alarms = false_warnings = near_misses = 0
-    at_chance: dict[float, dict[str, list[float]]] = {c: {"missed": [], "made": []} for c in CHANCES}
+    leads_at_chance: dict[float, list[float]] = {chance: [] for chance in CHANCES}
+    made_it_at_chance = dict.fromkeys(CHANCES, 0)
     for day in range(WARMUP, DAYS):
         length = scenario.lengths[day]
         start = FIRST_DAY + timedelta(days=day)
@@ -307,7 +308,10 @@ def replay(scenario: Scenario) -> SeedResult:
         if warned_at is not None and missed:
             leads.append(scenario.deadline_s - warned_at)
         for chance, at in first_at.items():
-            at_chance[chance]["missed" if missed else "made"].append((scenario.deadline_s - at) / scenario.usual_length)
+            if missed:
+                leads_at_chance[chance].append((scenario.deadline_s - at) / scenario.usual_length)
+            else:
+                made_it_at_chance[chance] += 1
         if airflow_fired and missed:
             airflow_leads.append(max(scenario.deadline_s - airflow_deadline, 0.0))
         if day not in scenario.slow_days:
@@ -348,9 +352,7 @@ def replay(scenario: Scenario) -> SeedResult:
         "airflow average_runtime median lead time min": airflow_lead / 60,
         "airflow average_runtime false alarms on normal days": airflow_false_alarms,
     }
-    return SeedResult(figures, [lead / scenario.usual_length for lead in leads],
-                      {chance: days["missed"] for chance, days in at_chance.items()},
-                      {chance: len(days["made"]) for chance, days in at_chance.items()})
+    return SeedResult(figures, [lead / scenario.usual_length for lead in leads], leads_at_chance, made_it_at_chance)
 
 
 def pooled(results: list[SeedResult]) -> dict[str, float]:
